@@ -1,0 +1,254 @@
+"""The ``chunked`` engine: online-softmax attention over blocks, for any score.
+
+Flash-attention's algorithm (Dao et al. 2022; Rabe and Staats 2021) in plain
+PyTorch: queries and keys are cut into blocks; each query block keeps a running
+maximum ``m``, normaliser ``l`` and unnormalised output ``acc`` while it visits key
+blocks, so the ``(Lq x Lk)`` score matrix never exists. Backward is written by hand
+(a custom :class:`torch.autograd.Function`) and recomputes each block from the saved
+log-sum-exp, so training memory is linear in L as well:
+
+.. math::
+    P = \\exp(S - \\mathrm{lse}), \\quad dV = P^T dO, \\quad
+    dS = P \\odot (dO V^T - \\mathrm{rowsum}(dO \\odot O))
+
+Scores of the form ``scale * q @ k^T`` run on batched matmuls into reused buffers;
+any other score (additive, ...) is evaluated per block through ``score.pairwise``
+and differentiated per block with :func:`torch.autograd.grad`, so gradients reach
+the score's own tensors (``score.tensors()``), the bias and q/k/v.
+
+Fully masked query rows give zero output and zero gradients (never NaN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from attnlab.functional._problem import Problem, block_of, causal_block
+
+# 512 x 512 fp32 tiles keep a score block near the cache and measured fastest on a
+# 2-core CPU (see DESIGN.md, "Performance rules").
+DOT_BLOCK = 512
+# Generic scores materialise (block_q x block_k x hidden): keep that near 8 MiB.
+GENERIC_BLOCK_ELEMENTS = 2**21
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _generic_block_sizes(p: Problem) -> tuple[int, int]:
+    b, h, lq, lk = p.shape
+    width = max(1, p.q.shape[-1]) * b * h
+    bk = min(lk, 128)
+    bq = max(1, min(lq, GENERIC_BLOCK_ELEMENTS // (bk * width)))
+    return bq, bk
+
+
+class _Plan:
+    """Block layout and per-block mask/bias/dropout shared by forward and backward."""
+
+    def __init__(self, p: Problem, seed: int | None) -> None:
+        b, h, lq, lk = p.shape
+        self.p = p
+        self.fast = p.scale is not None
+        bq, bk = (DOT_BLOCK, DOT_BLOCK) if self.fast else _generic_block_sizes(p)
+        self.q_blocks = _blocks(lq, bq)
+        self.k_blocks = _blocks(lk, bk)
+        self.block_elements = b * h * bq * bk
+        self.masked_out = None if p.mask is None else ~p.mask
+        # Detached: gradients of the bias are computed by hand from dS.
+        self.bias = None if p.bias is None else p.bias.detach()
+        self.seed = seed
+
+    def skip(self, qs: int, qe: int, ks: int) -> bool:
+        """True when causality hides the whole block."""
+        off = self.p.causal_offset
+        return off is not None and ks > qe - 1 + off
+
+    def hidden(self, qs: int, qe: int, ks: int, ke: int) -> Tensor | None:
+        """Boolean block, True = masked out, or None when all is visible."""
+        hidden = block_of(self.masked_out, qs, qe, ks, ke)
+        off = self.p.causal_offset
+        if off is not None and ke - 1 > qs + off:
+            causal = ~causal_block(off, qs, qe, ks, ke, self.p.q.device)
+            hidden = causal if hidden is None else hidden | causal
+        return hidden
+
+    def keep(self, index: int, shape: torch.Size, device: torch.device) -> Tensor | None:
+        """Dropout keep-mask of one block, regenerated identically in backward."""
+        if self.seed is None:
+            return None
+        gen = torch.Generator(device=device)
+        gen.manual_seed(self.seed + index)
+        return torch.rand(shape, generator=gen, device=device) >= self.p.dropout_p
+
+
+def _scores(plan: _Plan, qb: Tensor, kb: Tensor, tensors: tuple[Tensor, ...], out: Tensor | None,
+            qs: int, qe: int, ks: int, ke: int) -> Tensor:
+    """Logits of one block in fp32 (or fp64), masked with -inf, shape ``(B, H, bq, bk)``."""
+    p = plan.p
+    if plan.fast:
+        b, h = qb.shape[:2]
+        s3 = out.view(b * h, qe - qs, ke - ks) if out is not None else None
+        s3 = torch.bmm(qb.flatten(0, 1), kb.flatten(0, 1).transpose(1, 2), out=s3)
+        s = s3.view(b, h, qe - qs, ke - ks)
+    else:
+        s = p.score.pairwise(qb, kb, *tensors).to(qb.dtype)
+    bias = block_of(plan.bias, qs, qe, ks, ke)
+    if bias is not None:
+        s = s.add_(bias) if s.requires_grad is False else s + bias
+    hidden = plan.hidden(qs, qe, ks, ke)
+    if hidden is not None:
+        s = s.masked_fill_(hidden, -math.inf) if not s.requires_grad else s.masked_fill(hidden, -math.inf)
+    return s
+
+
+def _upcast(t: Tensor) -> Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _forward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tensor, ...]
+             ) -> tuple[Tensor, Tensor]:
+    b, h, lq, _ = q.shape
+    out = q.new_empty(b, h, lq, v.shape[-1])
+    lse = q.new_empty(b, h, lq, 1)
+    buf = q.new_empty(plan.block_elements) if plan.fast else None
+    nk = len(plan.k_blocks)
+    for qi, (qs, qe) in enumerate(plan.q_blocks):
+        qb = q[:, :, qs:qe]
+        m = q.new_full((b, h, qe - qs, 1), -math.inf)
+        l = q.new_zeros((b, h, qe - qs, 1))
+        acc = q.new_zeros((b, h, qe - qs, v.shape[-1]))
+        for ki, (ks, ke) in enumerate(plan.k_blocks):
+            if plan.skip(qs, qe, ks):
+                continue
+            s = _scores(plan, qb, k[:, :, ks:ke], tensors,
+                        None if buf is None else buf[: b * h * (qe - qs) * (ke - ks)], qs, qe, ks, ke)
+            m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+            # A row with nothing visible yet keeps m = -inf; shift it by 0 instead.
+            m_safe = m_new.masked_fill(m_new == -math.inf, 0.0)
+            s.sub_(m_safe).exp_()
+            alpha = (m - m_safe).exp_()
+            l.mul_(alpha).add_(s.sum(-1, keepdim=True))
+            keep = plan.keep(qi * nk + ki, s.shape, s.device)
+            if keep is not None:
+                s.mul_(keep).div_(1.0 - plan.p.dropout_p)
+            acc.mul_(alpha)
+            acc.view(b * h, qe - qs, -1).baddbmm_(
+                s.view(b * h, qe - qs, ke - ks), v[:, :, ks:ke].flatten(0, 1))
+            m = m_safe
+        empty = l == 0
+        out[:, :, qs:qe] = acc.div_(l.masked_fill(empty, 1.0))
+        # +inf for empty rows makes exp(S - lse) exactly 0 in backward.
+        lse[:, :, qs:qe] = (m + l.log()).masked_fill_(empty, math.inf)
+    return out, lse
+
+
+def _backward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tensor, ...],
+              out: Tensor, lse: Tensor, dout: Tensor, need_bias_grad: bool
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
+    p = plan.p
+    b, h, lq, _ = q.shape
+    delta = (dout * out).sum(-1, keepdim=True)
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    dbias = torch.zeros_like(p.bias, dtype=q.dtype) if need_bias_grad else None
+    dtensors = [torch.zeros_like(t) for t in tensors]
+    buf = q.new_empty(plan.block_elements) if plan.fast else None
+    dpbuf = q.new_empty(plan.block_elements)
+    nk = len(plan.k_blocks)
+    for qi, (qs, qe) in enumerate(plan.q_blocks):
+        qb, dob = q[:, :, qs:qe], dout[:, :, qs:qe]
+        lse_b, delta_b = lse[:, :, qs:qe], delta[:, :, qs:qe]
+        dq3 = dq[:, :, qs:qe].flatten(0, 1) if plan.fast else None
+        for ki, (ks, ke) in enumerate(plan.k_blocks):
+            if plan.skip(qs, qe, ks):
+                continue
+            bq, bk = qe - qs, ke - ks
+            kb = k[:, :, ks:ke]
+            if plan.fast:
+                s = _scores(plan, qb, kb, tensors, buf[: b * h * bq * bk], qs, qe, ks, ke)
+            else:
+                with torch.enable_grad():
+                    leaves = [qb.detach().requires_grad_(), kb.detach().requires_grad_(),
+                              *(t.detach().requires_grad_() for t in tensors)]
+                    s_graph = _scores(plan, leaves[0], leaves[1], tuple(leaves[2:]),
+                                      None, qs, qe, ks, ke)
+                s = s_graph.detach().clone()
+            prob = s.sub_(lse_b).exp_()
+            keep = plan.keep(qi * nk + ki, prob.shape, prob.device)
+            dp = torch.bmm(dob.flatten(0, 1), v[:, :, ks:ke].flatten(0, 1).transpose(1, 2),
+                           out=dpbuf[: b * h * bq * bk].view(b * h, bq, bk)).view(b, h, bq, bk)
+            pv = prob if keep is None else prob * keep / (1.0 - p.dropout_p)
+            dv[:, :, ks:ke].flatten(0, 1).baddbmm_(
+                pv.flatten(0, 1).transpose(1, 2), dob.flatten(0, 1))
+            if keep is not None:
+                dp.mul_(keep).div_(1.0 - p.dropout_p)
+            ds = dp.sub_(delta_b).mul_(prob)
+            if dbias is not None:
+                target = block_of(dbias, qs, qe, ks, ke)
+                target += ds.sum_to_size(target.shape)
+            if plan.fast:
+                dq3.baddbmm_(ds.flatten(0, 1), kb.flatten(0, 1))
+                dk[:, :, ks:ke].flatten(0, 1).baddbmm_(ds.flatten(0, 1).transpose(1, 2),
+                                                       qb.flatten(0, 1))
+            else:
+                grads = torch.autograd.grad(s_graph, leaves, ds, allow_unused=True)
+                for target, g in zip([dq[:, :, qs:qe], dk[:, :, ks:ke], *dtensors], grads):
+                    if g is not None:
+                        target += g
+    return dq, dk, dv, dbias, dtensors
+
+
+class _ChunkedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, plan: _Plan, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None,
+                *tensors: Tensor) -> tuple[Tensor, Tensor]:
+        dtype = v.dtype
+        q32, k32, v32 = _upcast(q), _upcast(k), _upcast(v)
+        if plan.fast:
+            q32 = q32 * plan.p.scale
+        t32 = tuple(_upcast(t) for t in tensors)
+        with torch.no_grad():
+            out, lse = _forward(plan, q32.contiguous(), k32.contiguous(), v32.contiguous(), t32)
+        ctx.plan = plan
+        ctx.save_for_backward(q32, k32, v32, out, lse, *t32)
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype,
+                      [t.dtype for t in tensors])
+        ctx.mark_non_differentiable(lse)
+        return out.to(dtype), lse
+
+    @staticmethod
+    def backward(ctx, dout: Tensor, _dlse: Tensor):  # noqa: D102
+        plan: _Plan = ctx.plan
+        q, k, v, out, lse, *tensors = ctx.saved_tensors
+        qd, kd, vd, bd, td = ctx.dtypes
+        need_bias = bd is not None and ctx.needs_input_grad[4]
+        dq, dk, dv, dbias, dts = _backward(plan, q.contiguous(), k, v, tuple(tensors), out, lse,
+                                           _upcast(dout).contiguous(), need_bias)
+        if plan.fast:
+            # S = (scale * q) k^T: k's gradient already used the scaled q; q's needs it.
+            dq.mul_(plan.p.scale)
+        return (None, dq.to(qd), dk.to(kd), dv.to(vd),
+                None if dbias is None else dbias.to(bd), *(g.to(d) for g, d in zip(dts, td)))
+
+
+def chunked_attention(p: Problem, *, seed: int | None = None) -> Tensor:
+    """Run the chunked engine on a prepared :class:`Problem`.
+
+    Args:
+        p: the validated call.
+        seed: dropout seed (needed when ``p.dropout_p > 0``; blocks regenerate their
+            keep-masks from it in backward).
+
+    Returns:
+        Output ``(B, H, Lq, Dv)`` in v's dtype.
+    """
+    if p.dropout_p > 0 and seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    plan = _Plan(p, seed if p.dropout_p > 0 else None)
+    bias = p.bias
+    out, _ = _ChunkedAttention.apply(plan, p.q, p.k, p.v, bias, *p.score.tensors())
+    return out
