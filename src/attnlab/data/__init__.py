@@ -1,1 +1,54 @@
-"""attnlab.data."""
+"""Datasets and text preprocessing for attnlab's experiments.
+
+- :mod:`attnlab.data.sources`: where files come from (data directory, cache,
+  verified download) and the errors raised when they cannot be had.
+- :mod:`attnlab.data.sentiment`: the UCI and Rotten Tomatoes sentiment corpora,
+  by name through :func:`load_sentiment`.
+- :mod:`attnlab.data.text`: tokenizer, :class:`Vocab` and stratified splits.
+
+Example:
+    >>> corpus = load_sentiment("uci")  # doctest: +SKIP
+    >>> train, val, test = split_indices(corpus.labels, seed=0)  # doctest: +SKIP
+    >>> vocab = Vocab.build([corpus.texts[i] for i in train], min_freq=2)  # doctest: +SKIP
+    >>> ids, lengths = vocab.encode([corpus.texts[i] for i in val], max_len=64)  # doctest: +SKIP
+"""
+
+from attnlab.data.sentiment import (
+    SENTIMENT_CLASSES,
+    SENTIMENT_DATASETS,
+    SentimentCorpus,
+    load_rotten_tomatoes,
+    load_sentiment,
+    load_uci,
+)
+from attnlab.data.sources import (
+    DataChecksumError,
+    DataNotFoundError,
+    cache_dir,
+    data_dir,
+    download_url,
+    resolve,
+    sha256_file,
+)
+from attnlab.data.text import PAD, UNK, Vocab, split_indices, tokenize
+
+__all__ = [
+    "PAD",
+    "SENTIMENT_CLASSES",
+    "SENTIMENT_DATASETS",
+    "UNK",
+    "DataChecksumError",
+    "DataNotFoundError",
+    "SentimentCorpus",
+    "Vocab",
+    "cache_dir",
+    "data_dir",
+    "download_url",
+    "load_rotten_tomatoes",
+    "load_sentiment",
+    "load_uci",
+    "resolve",
+    "sha256_file",
+    "split_indices",
+    "tokenize",
+]

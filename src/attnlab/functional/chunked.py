@@ -153,7 +153,8 @@ def _backward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tenso
     p = plan.p
     b, h, lq, _ = q.shape
     delta = (dout * out).sum(-1, keepdim=True)
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    contiguous = torch.contiguous_format
+    dq, dk, dv = (torch.zeros_like(t, memory_format=contiguous) for t in (q, k, v))
     dbias = torch.zeros_like(p.bias, dtype=q.dtype) if need_bias_grad else None
     dtensors = [torch.zeros_like(t) for t in tensors]
     buf = q.new_empty(plan.block_elements) if plan.fast else None
@@ -207,12 +208,13 @@ class _ChunkedAttention(torch.autograd.Function):
     def forward(ctx, plan: _Plan, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None,
                 *tensors: Tensor) -> tuple[Tensor, Tensor]:
         dtype = v.dtype
-        q32, k32, v32 = _upcast(q), _upcast(k), _upcast(v)
+        # Contiguous copies: block views of them flatten (B, H) into one bmm batch dim.
+        q32, k32, v32 = (_upcast(t).contiguous() for t in (q, k, v))
         if plan.fast:
             q32 = q32 * plan.p.scale
         t32 = tuple(_upcast(t) for t in tensors)
         with torch.no_grad():
-            out, lse = _forward(plan, q32.contiguous(), k32.contiguous(), v32.contiguous(), t32)
+            out, lse = _forward(plan, q32, k32, v32, t32)
         ctx.plan = plan
         ctx.save_for_backward(q32, k32, v32, out, lse, *t32)
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype,
@@ -226,7 +228,7 @@ class _ChunkedAttention(torch.autograd.Function):
         q, k, v, out, lse, *tensors = ctx.saved_tensors
         qd, kd, vd, bd, td = ctx.dtypes
         need_bias = bd is not None and ctx.needs_input_grad[4]
-        dq, dk, dv, dbias, dts = _backward(plan, q.contiguous(), k, v, tuple(tensors), out, lse,
+        dq, dk, dv, dbias, dts = _backward(plan, q, k, v, tuple(tensors), out, lse,
                                            _upcast(dout).contiguous(), need_bias)
         if plan.fast:
             # S = (scale * q) k^T: k's gradient already used the scaled q; q's needs it.

@@ -1,0 +1,235 @@
+"""Where dataset files come from: a data directory, then the cache, then a download.
+
+Every dataset file is named by a relative path (``uci-sentiment/yelp_labelled.txt``)
+and a sha256 checksum. :func:`resolve` looks for it, in order, in
+
+1. the data directory (the ``data_dir`` argument, else ``$ATTNLAB_DATA_DIR``),
+2. the cache (``$ATTNLAB_HOME``, default ``~/.cache/attnlab``),
+3. a fresh download into the cache, made by a dataset-specific ``fetch`` function.
+
+Files are checked against their checksum wherever they are found; a file that fails
+is never used. Downloads land in a temporary file next to their destination and are
+renamed into place only once verified, so an interrupted download never leaves a
+truncated file behind that a later run would trust.
+"""
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "HOME_ENV",
+    "DataChecksumError",
+    "DataNotFoundError",
+    "cache_dir",
+    "data_dir",
+    "download_url",
+    "resolve",
+    "sha256_file",
+]
+
+DATA_DIR_ENV = "ATTNLAB_DATA_DIR"
+HOME_ENV = "ATTNLAB_HOME"
+
+Fetch = Callable[[Path], None]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset file is in neither the data directory nor the cache, and could not be fetched."""
+
+
+class DataChecksumError(ValueError):
+    """A dataset file exists but its sha256 differs from the expected one."""
+
+
+def data_dir() -> Path | None:
+    """Return the data directory named by ``$ATTNLAB_DATA_DIR``.
+
+    Returns:
+        The directory as a path (``~`` expanded), or None when the variable is unset
+        or empty.
+    """
+    value = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """Return the cache root: ``$ATTNLAB_HOME``, else ``~/.cache/attnlab``.
+
+    The directory is not created here; :func:`resolve` creates the parts it writes to.
+
+    Returns:
+        The cache root as a path (``~`` expanded).
+    """
+    value = os.environ.get(HOME_ENV, "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "attnlab"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the hex sha256 digest of a file, read in chunks.
+
+    Args:
+        path: The file to hash.
+
+    Returns:
+        The lowercase hex digest.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_url(
+    url: str, dest: str | Path, *, timeout: float = 60.0, progress: bool = True
+) -> Path:
+    """Download ``url`` to ``dest`` with a progress bar, atomically.
+
+    The body is written to a temporary file in ``dest``'s folder and renamed onto
+    ``dest`` only when complete, so ``dest`` is either absent or whole.
+
+    Args:
+        url: Address to fetch (``http(s)://``; ``file://`` also works, which tests use).
+        dest: Where to put the file; its parent folders are created.
+        timeout: Seconds to wait on the connection and on each read.
+        progress: Show a tqdm progress bar on stderr.
+
+    Returns:
+        ``dest`` as a path.
+
+    Raises:
+        OSError: On network failure (``urllib.error.URLError`` is an OSError) or when
+            the server sends fewer bytes than it announced.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    request = urllib.request.Request(url, headers={"User-Agent": "attnlab"})
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        # fdopen first so the descriptor is closed even when urlopen fails.
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            written = 0
+            with tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=dest.name, disable=not progress,
+            ) as bar:
+                while chunk := resp.read(1 << 16):
+                    out.write(chunk)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+        # A dropped connection can end the body early without raising.
+        if total is not None and written != total:
+            raise OSError(f"incomplete download of {url}: got {written} of {total} bytes")
+        _make_readable(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def resolve(
+    relpath: str,
+    *,
+    sha256: str,
+    fetch: Fetch | None,
+    url: str | None = None,
+    data_dir: str | Path | None = None,
+) -> Path:
+    """Find a dataset file, downloading it into the cache if needed, and verify it.
+
+    Args:
+        relpath: The file's path relative to a data directory or the cache, with
+            forward slashes (``"uci-sentiment/yelp_labelled.txt"``).
+        sha256: Expected hex sha256 of the file.
+        fetch: Called as ``fetch(destination)`` to write the file to ``destination``
+            (a temporary path in the cache folder) when no copy exists; any exception
+            it raises is reported as a :class:`DataNotFoundError`. None: no download.
+        url: The canonical address, named in error messages.
+        data_dir: Data directory to look in first; None uses ``$ATTNLAB_DATA_DIR``.
+
+    Returns:
+        The path of a verified copy (in the data directory or the cache).
+
+    Raises:
+        DataNotFoundError: The data directory does not exist, or the file is nowhere
+            and could not be fetched.
+        DataChecksumError: A copy was found or fetched but its checksum is wrong.
+    """
+    rel = Path(relpath)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"relpath must be relative and inside the data folder, got {relpath!r}")
+    source = url or "no canonical address"
+    expected = sha256.lower()
+
+    root = Path(data_dir).expanduser() if data_dir is not None else _env_data_dir()
+    if root is not None:
+        if not root.is_dir():
+            # A typo in --data-dir or $ATTNLAB_DATA_DIR should not silently fall back
+            # to a download.
+            fix = "fix the path" if data_dir is not None else f"fix or unset ${DATA_DIR_ENV}"
+            raise DataNotFoundError(f"data directory {root} does not exist; {fix}")
+        candidate = root / rel
+        if candidate.is_file():
+            _check(candidate, expected, f"replace it with the publisher's copy from {source}")
+            return candidate
+
+    cached = cache_dir() / rel
+    if cached.is_file():
+        _check(cached, expected, "delete it and run again to re-download it")
+        return cached
+
+    # Name the data directory actually in use, else the variable that would set one.
+    where = f"{root / rel if root is not None else f'${DATA_DIR_ENV}/{relpath}'} or {cached}"
+    if fetch is None:
+        raise DataNotFoundError(f"{relpath} not found; get it from {source} and put it at {where}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".part", dir=cached.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            fetch(tmp)
+        except Exception as exc:
+            # Keep the error to one line: fetchers may raise multi-line messages.
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise DataNotFoundError(
+                f"{relpath} not found and could not be fetched from {source} ({reason}); "
+                f"download it by hand and put it at {where}"
+            ) from exc
+        got = sha256_file(tmp)
+        if got != expected:
+            raise DataChecksumError(
+                f"{relpath} fetched from {source} has sha256 {got}, expected {expected}; "
+                f"it was discarded - retry, or put a verified copy at {where}"
+            )
+        _make_readable(tmp)
+        os.replace(tmp, cached)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return cached
+
+
+# resolve() has a parameter named data_dir, so it reaches the function by this alias.
+_env_data_dir = data_dir
+
+
+def _check(path: Path, expected: str, remedy: str) -> None:
+    """Raise DataChecksumError unless ``path`` hashes to ``expected``."""
+    got = sha256_file(path)
+    if got != expected:
+        raise DataChecksumError(f"{path} has sha256 {got}, expected {expected}; {remedy}")
+
+
+def _make_readable(path: Path) -> None:
+    """Give a finished temporary file normal permissions (mkstemp makes it 0600)."""
+    os.chmod(path, 0o644)
