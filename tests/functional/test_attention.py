@@ -240,6 +240,7 @@ def test_bad_tensors_fail_with_one_clear_line():
     with pytest.raises(TypeError, match="floating"):
         attention(q.long(), q.long(), q.long())
     with pytest.raises(ValueError, match="sdpa"):
-        attention(q, q, q, score=make_cases(torch.float32)["additive"][0], backend="sdpa")
+        qa = torch.randn(2, 3, 5, DQ)
+        attention(qa, qa, qa, score=make_cases(torch.float32)["additive"][0], backend="sdpa")
     with pytest.raises(ValueError, match="one size"):
         attention(q, torch.randn(2, 3, 5, 6), q)
