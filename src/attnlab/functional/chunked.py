@@ -22,6 +22,7 @@ Fully masked query rows give zero output and zero gradients (never NaN).
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import Tensor
@@ -33,6 +34,25 @@ from attnlab.functional._problem import Problem, block_of, causal_block
 DOT_BLOCK = 512
 # Generic scores materialise (block_q x block_k x hidden): keep that near 8 MiB.
 GENERIC_BLOCK_ELEMENTS = 2**21
+
+
+WORKSPACE_LIMIT = 2**22  # 16 MiB of fp32 per slot
+_workspaces = threading.local()
+
+
+def _workspace(slot: str, numel: int, like: Tensor) -> Tensor:
+    """A reused flat buffer: touching fresh memory costs more than the GEMMs it feeds.
+
+    Only buffers up to ``WORKSPACE_LIMIT`` elements are kept between calls.
+    """
+    if numel > WORKSPACE_LIMIT:
+        return like.new_empty(numel)
+    cache: dict = _workspaces.__dict__.setdefault("buffers", {})
+    key = (slot, like.dtype, like.device)
+    buf = cache.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = cache[key] = like.new_empty(numel)
+    return buf[:numel]
 
 
 def _blocks(n: int, size: int) -> list[tuple[int, int]]:
@@ -87,13 +107,21 @@ class _Plan:
 
 
 def _scores(plan: _Plan, qb: Tensor, kb: Tensor, tensors: tuple[Tensor, ...], out: Tensor | None,
-            qs: int, qe: int, ks: int, ke: int) -> Tensor:
-    """Logits of one block in fp32 (or fp64), masked with -inf, shape ``(B, H, bq, bk)``."""
+            qs: int, qe: int, ks: int, ke: int, offset: Tensor | None = None) -> Tensor:
+    """Logits of one block in fp32 (or fp64), masked with -inf, shape ``(B, H, bq, bk)``.
+
+    ``offset`` (``(B, H, bq, 1)``, dot scores only) is added inside the GEMM, which
+    saves a pass over the block when backward subtracts the log-sum-exp.
+    """
     p = plan.p
     if plan.fast:
         b, h = qb.shape[:2]
         s3 = out.view(b * h, qe - qs, ke - ks) if out is not None else None
-        s3 = torch.bmm(qb.flatten(0, 1), kb.flatten(0, 1).transpose(1, 2), out=s3)
+        q3, k3t = qb.flatten(0, 1), kb.flatten(0, 1).transpose(1, 2)
+        if offset is None:
+            s3 = torch.bmm(q3, k3t, out=s3)
+        else:
+            s3 = torch.baddbmm(offset.flatten(0, 1), q3, k3t, out=s3)
         s = s3.view(b, h, qe - qs, ke - ks)
     else:
         s = p.score.pairwise(qb, kb, *tensors).to(qb.dtype)
@@ -115,7 +143,7 @@ def _forward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tensor
     b, h, lq, _ = q.shape
     out = q.new_empty(b, h, lq, v.shape[-1])
     lse = q.new_empty(b, h, lq, 1)
-    buf = q.new_empty(plan.block_elements) if plan.fast else None
+    buf = _workspace("forward", plan.block_elements, q) if plan.fast else None
     nk = len(plan.k_blocks)
     for qi, (qs, qe) in enumerate(plan.q_blocks):
         qb = q[:, :, qs:qe]
@@ -152,42 +180,47 @@ def _backward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tenso
               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
     p = plan.p
     b, h, lq, _ = q.shape
-    delta = (dout * out).sum(-1, keepdim=True)
+    neg_delta = (dout * out).sum(-1, keepdim=True).neg_()
+    neg_lse = -lse
     contiguous = torch.contiguous_format
     dq, dk, dv = (torch.zeros_like(t, memory_format=contiguous) for t in (q, k, v))
     dbias = torch.zeros_like(p.bias, dtype=q.dtype) if need_bias_grad else None
     dtensors = [torch.zeros_like(t) for t in tensors]
-    buf = q.new_empty(plan.block_elements) if plan.fast else None
-    dpbuf = q.new_empty(plan.block_elements)
+    buf = _workspace("scores", plan.block_elements, q) if plan.fast else None
+    dpbuf = _workspace("grad_scores", plan.block_elements, q)
     nk = len(plan.k_blocks)
     for qi, (qs, qe) in enumerate(plan.q_blocks):
-        qb, dob = q[:, :, qs:qe], dout[:, :, qs:qe]
-        lse_b, delta_b = lse[:, :, qs:qe], delta[:, :, qs:qe]
+        qb, dob3 = q[:, :, qs:qe], dout[:, :, qs:qe].flatten(0, 1)
+        neg_lse_b, neg_delta_b = neg_lse[:, :, qs:qe], neg_delta[:, :, qs:qe]
         dq3 = dq[:, :, qs:qe].flatten(0, 1) if plan.fast else None
         for ki, (ks, ke) in enumerate(plan.k_blocks):
             if plan.skip(qs, qe, ks):
                 continue
             bq, bk = qe - qs, ke - ks
-            kb = k[:, :, ks:ke]
+            kb, v3 = k[:, :, ks:ke], v[:, :, ks:ke].flatten(0, 1)
             if plan.fast:
-                s = _scores(plan, qb, kb, tensors, buf[: b * h * bq * bk], qs, qe, ks, ke)
+                prob = _scores(plan, qb, kb, tensors, buf[: b * h * bq * bk], qs, qe, ks, ke,
+                               offset=neg_lse_b).exp_()
             else:
                 with torch.enable_grad():
                     leaves = [qb.detach().requires_grad_(), kb.detach().requires_grad_(),
                               *(t.detach().requires_grad_() for t in tensors)]
                     s_graph = _scores(plan, leaves[0], leaves[1], tuple(leaves[2:]),
                                       None, qs, qe, ks, ke)
-                s = s_graph.detach().clone()
-            prob = s.sub_(lse_b).exp_()
+                prob = s_graph.detach().add(neg_lse_b).exp_()
             keep = plan.keep(qi * nk + ki, prob.shape, prob.device)
-            dp = torch.bmm(dob.flatten(0, 1), v[:, :, ks:ke].flatten(0, 1).transpose(1, 2),
-                           out=dpbuf[: b * h * bq * bk].view(b * h, bq, bk)).view(b, h, bq, bk)
-            pv = prob if keep is None else prob * keep / (1.0 - p.dropout_p)
-            dv[:, :, ks:ke].flatten(0, 1).baddbmm_(
-                pv.flatten(0, 1).transpose(1, 2), dob.flatten(0, 1))
-            if keep is not None:
-                dp.mul_(keep).div_(1.0 - p.dropout_p)
-            ds = dp.sub_(delta_b).mul_(prob)
+            dp3 = dpbuf[: b * h * bq * bk].view(b * h, bq, bk)
+            if keep is None:
+                dv[:, :, ks:ke].flatten(0, 1).baddbmm_(prob.flatten(0, 1).transpose(1, 2), dob3)
+                # dS = P * (dO V^T - delta), the subtraction fused into the GEMM.
+                dp3 = torch.baddbmm(neg_delta_b.flatten(0, 1), dob3, v3.transpose(1, 2), out=dp3)
+            else:
+                scaled_keep = keep / (1.0 - p.dropout_p)
+                dv[:, :, ks:ke].flatten(0, 1).baddbmm_(
+                    (prob * scaled_keep).flatten(0, 1).transpose(1, 2), dob3)
+                dp3 = torch.bmm(dob3, v3.transpose(1, 2), out=dp3)
+                dp3.mul_(scaled_keep.flatten(0, 1)).add_(neg_delta_b.flatten(0, 1))
+            ds = dp3.view(b, h, bq, bk).mul_(prob)
             if dbias is not None:
                 target = block_of(dbias, qs, qe, ks, ke)
                 target += ds.sum_to_size(target.shape)
