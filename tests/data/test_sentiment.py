@@ -154,7 +154,9 @@ def test_rotten_tomatoes_from_data_dir(tmp_path, monkeypatch):
     monkeypatch.setitem(sentiment.CHECKSUMS, sentiment.RT_RELPATH, sha(data))
     corpus = load_sentiment("rotten-tomatoes", data_dir=tmp_path / "data")
     assert corpus.texts == [
-        "A three-hour cinema master class.", "Dull, dull, dull.", "It's fascinating."
+        "A three-hour cinema master class.",
+        "Dull, dull, dull.",
+        "It's fascinating.",
     ]
     assert corpus.labels == [1, 0, 1] and corpus.name == "rotten-tomatoes"
 

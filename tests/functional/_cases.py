@@ -24,9 +24,13 @@ def make_cases(dtype=torch.float64, lk_max=32, generator=None):
         "dot": (AF.dot(), lambda qi, K: K @ qi),
         "scaled_dot": (AF.scaled_dot(), lambda qi, K: K @ qi / math.sqrt(qi.numel())),
         "general": (AF.general(w_gen), lambda qi, K: K @ (w_gen.T.double() @ qi)),
-        "additive": (AF.additive(v_add, wq, wk),
-                     lambda qi, K: torch.tanh(wq.double() @ qi + K @ wk.double().T) @ v_add.double()),
-        "location": (AF.location(w_loc, b_loc),
-                     lambda qi, K: (w_loc.double() @ qi + b_loc.double())[: K.shape[0]]),
+        "additive": (
+            AF.additive(v_add, wq, wk),
+            lambda qi, K: torch.tanh(wq.double() @ qi + K @ wk.double().T) @ v_add.double(),
+        ),
+        "location": (
+            AF.location(w_loc, b_loc),
+            lambda qi, K: (w_loc.double() @ qi + b_loc.double())[: K.shape[0]],
+        ),
         "cosine": (AF.cosine(3.0), lambda qi, K: 3.0 * F.cosine_similarity(K, qi[None], dim=-1)),
     }

@@ -14,8 +14,11 @@ from ._cases import DQ, make_cases
 
 B, H, LQ, LK, DV = 2, 3, 5, 7, 13  # all distinct, so a transposition cannot hide
 CASES = make_cases()
-ENGINES_FOR = {name: ("math", "chunked") + (("sdpa",) if score.dot_scale(torch.zeros(1, DQ)) is not None
-                                             else ()) for name, (score, _) in CASES.items()}
+ENGINES_FOR = {
+    name: ("math", "chunked")
+    + (("sdpa",) if score.dot_scale(torch.zeros(1, DQ)) is not None else ())
+    for name, (score, _) in CASES.items()
+}
 
 
 def _inputs(dtype=torch.float64, seed=1, lq=LQ, lk=LK):
@@ -65,8 +68,17 @@ def test_every_engine_matches_reference(name, causal, small_blocks):
     ref_out, ref_w = reference_attention(q, k, v, ref_score, mask=full_mask, bias=bias)
     grads = {}
     for backend in ENGINES_FOR[name]:
-        res = attention(q, k, v, score=score, mask=mask, bias=bias, causal=causal,
-                        need_weights=True, backend=backend)
+        res = attention(
+            q,
+            k,
+            v,
+            score=score,
+            mask=mask,
+            bias=bias,
+            causal=causal,
+            need_weights=True,
+            backend=backend,
+        )
         assert res.engine == backend
         torch.testing.assert_close(res.output, ref_out)
         torch.testing.assert_close(res.weights, ref_w)
@@ -117,9 +129,14 @@ def test_matches_torch_multihead_attention():
 
     mask = (~key_padding)[:, None, None, :]
     for backend in AF.ENGINES:
-        out, w = attention(heads_of(F.linear(x, wq, bq)), heads_of(F.linear(mem, wk, bk)),
-                           heads_of(F.linear(mem, wv, bv)), mask=mask, need_weights=True,
-                           backend=backend)
+        out, w = attention(
+            heads_of(F.linear(x, wq, bq)),
+            heads_of(F.linear(mem, wk, bk)),
+            heads_of(F.linear(mem, wv, bv)),
+            mask=mask,
+            need_weights=True,
+            backend=backend,
+        )
         ours = mha.out_proj(out.transpose(1, 2).flatten(-2))
         torch.testing.assert_close(ours, theirs)
         torch.testing.assert_close(w, their_w)
@@ -149,16 +166,24 @@ def test_fully_masked_rows_are_zero_with_finite_gradients(dtype, backend, small_
 def test_bfloat16_close_to_float32(backend):
     q, k, v, mask, bias = _inputs(dtype=torch.float32)
     ref = attention(q, k, v, mask=mask, bias=bias, backend="math").output
-    low = attention(*(t.bfloat16() for t in (q, k, v)), mask=mask, bias=bias.bfloat16(),
-                    backend=backend)
+    low = attention(
+        *(t.bfloat16() for t in (q, k, v)), mask=mask, bias=bias.bfloat16(), backend=backend
+    )
     assert low.output.dtype == torch.bfloat16
     torch.testing.assert_close(low.output.float(), ref, atol=3e-2, rtol=3e-2)
 
 
 @settings(max_examples=30, deadline=None)
-@given(b=st.integers(1, 2), h=st.integers(1, 3), lq=st.integers(1, 9), lk=st.integers(1, 9),
-       d=st.integers(1, 6), seed=st.integers(0, 2**16), causal=st.sampled_from([False, True]),
-       block=st.integers(1, 5))
+@given(
+    b=st.integers(1, 2),
+    h=st.integers(1, 3),
+    lq=st.integers(1, 9),
+    lk=st.integers(1, 9),
+    d=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+    causal=st.sampled_from([False, True]),
+    block=st.integers(1, 5),
+)
 def test_hypothesis_engines_equal_reference(b, h, lq, lk, d, seed, causal, block):
     import attnlab.functional.chunked as chunked
 
@@ -171,7 +196,9 @@ def test_hypothesis_engines_equal_reference(b, h, lq, lk, d, seed, causal, block
         full = mask & (torch.arange(lk) <= torch.arange(lq)[:, None]) if causal else mask
         ref, ref_w = reference_attention(q, k, v, lambda qi, K: K @ qi / math.sqrt(d), mask=full)
         for backend in AF.ENGINES:
-            out, w = attention(q, k, v, mask=mask, causal=causal, backend=backend, need_weights=True)
+            out, w = attention(
+                q, k, v, mask=mask, causal=causal, backend=backend, need_weights=True
+            )
             torch.testing.assert_close(out, ref)
             torch.testing.assert_close(w, ref_w)
     finally:

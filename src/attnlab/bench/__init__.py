@@ -1,1 +1,40 @@
-"""attnlab.bench."""
+"""Speed and memory benchmarks: the harness, the suites, and the files they write.
+
+``attnlab bench --suite NAME`` runs ``SUITES[NAME](quick=...)``, which returns rows
+(plain dicts, one per measurement), and :func:`attnlab.bench.report.write_bench`
+writes them as JSON, CSV, a memory plot and a markdown summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["SUITES", "get_suite"]
+
+
+def _core(quick: bool = False) -> list[dict]:
+    # Imported on use: the suite pulls in the engines, and tests replace `run_core`.
+    from attnlab.bench import core
+
+    return core.run_core(quick=quick)
+
+
+# Suite name -> function(quick: bool) -> rows. Add a suite by adding an entry.
+SUITES: dict[str, Callable[..., list[dict]]] = {"core": _core}
+
+
+def get_suite(name: str) -> Callable[..., list[dict]]:
+    """Look up a benchmark suite.
+
+    Args:
+        name: The suite name (``"core"``).
+
+    Returns:
+        The suite's function, ``suite(quick=False) -> list[dict]``.
+
+    Raises:
+        ValueError: If no suite has this name.
+    """
+    if name not in SUITES:
+        raise ValueError(f"unknown bench suite {name!r}; available: {', '.join(SUITES)}")
+    return SUITES[name]

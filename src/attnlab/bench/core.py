@@ -42,14 +42,16 @@ class CoreSizes:
 
 def _inputs(length: int, grad: bool) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
-    return tuple(torch.randn(1, HEADS, length, HEAD_DIM, generator=g, requires_grad=grad)
-                 for _ in range(4))
+    return tuple(
+        torch.randn(1, HEADS, length, HEAD_DIM, generator=g, requires_grad=grad) for _ in range(4)
+    )
 
 
 def _fwd_bwd(fn: Callable[..., torch.Tensor], q, k, v, dout) -> Callable[[], None]:
     def run() -> None:
         q.grad = k.grad = v.grad = None
         fn(q, k, v).backward(dout)
+
     return run
 
 
@@ -69,9 +71,16 @@ def overhead_rows(sizes: CoreSizes) -> list[dict]:
                 attention(q, k, v)
 
         t = time_interleaved({"sdpa": bare, "attention": ours}, rounds=sizes.rounds * 3)
-        rows.append({"figure": "dispatch_overhead", "length": length, "pass": "forward",
-                     "sdpa_s": t["sdpa"].median / reps, "attention_s": t["attention"].median / reps,
-                     "ratio": t["attention"].median / t["sdpa"].median})
+        rows.append(
+            {
+                "figure": "dispatch_overhead",
+                "length": length,
+                "pass": "forward",
+                "sdpa_s": t["sdpa"].median / reps,
+                "attention_s": t["attention"].median / reps,
+                "ratio": t["attention"].median / t["sdpa"].median,
+            }
+        )
     return rows
 
 
@@ -87,32 +96,56 @@ def throughput_rows(sizes: CoreSizes) -> list[dict]:
 
     for name, factor in (("forward", 1.0), ("forward+backward", 2.5)):
         if name == "forward":
+
             def cands(engine: str) -> Callable[[], None]:
                 def f() -> None:
                     with torch.no_grad():
                         run(engine)(q, k, v)
+
                 return f
         else:
+
             def cands(engine: str) -> Callable[[], None]:
                 return _fwd_bwd(run(engine), q, k, v, dout)
+
         t = time_interleaved({e: cands(e) for e in ("sdpa", "chunked")}, rounds=sizes.rounds)
         for engine, timing in t.items():
-            rows.append({"figure": "throughput", "length": length, "pass": name, "engine": engine,
-                         "seconds": timing.median, "low": timing.low, "high": timing.high,
-                         "gflops": factor * flops / timing.median / 1e9,
-                         "vs_sdpa": t["sdpa"].median / timing.median})
+            rows.append(
+                {
+                    "figure": "throughput",
+                    "length": length,
+                    "pass": name,
+                    "engine": engine,
+                    "seconds": timing.median,
+                    "low": timing.low,
+                    "high": timing.high,
+                    "gflops": factor * flops / timing.median / 1e9,
+                    "vs_sdpa": t["sdpa"].median / timing.median,
+                }
+            )
     return rows
 
 
 def memory_rows(sizes: CoreSizes) -> list[dict]:
     """Peak extra memory of forward+backward per engine and length (fresh process each)."""
-    points = [(e, n) for n in sizes.memory_lengths for e in ("chunked", "sdpa", "math")
-              if e != "math" or n <= sizes.math_memory_max]
+    points = [
+        (e, n)
+        for n in sizes.memory_lengths
+        for e in ("chunked", "sdpa", "math")
+        if e != "math" or n <= sizes.math_memory_max
+    ]
     rows = []
     for engine, length in tqdm(points, desc="memory", leave=False):
         mib = peak_memory_mib({"engine": engine, "length": length})
-        rows.append({"figure": "peak_memory", "length": length, "pass": "forward+backward",
-                     "engine": engine, "peak_mib": mib})
+        rows.append(
+            {
+                "figure": "peak_memory",
+                "length": length,
+                "pass": "forward+backward",
+                "engine": engine,
+                "peak_mib": mib,
+            }
+        )
     return rows
 
 

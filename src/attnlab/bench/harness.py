@@ -41,8 +41,14 @@ class Timing:
 def _git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -75,8 +81,9 @@ def environment(device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict
     }
 
 
-def time_interleaved(candidates: dict[str, Callable[[], object]], *, rounds: int = 7,
-                     warmup: int = 1) -> dict[str, Timing]:
+def time_interleaved(
+    candidates: dict[str, Callable[[], object]], *, rounds: int = 7, warmup: int = 1
+) -> dict[str, Timing]:
     """Time each candidate once per round, rotating the order, after ``warmup`` rounds."""
     names = list(candidates)
     samples: dict[str, list[float]] = {n: [] for n in names}

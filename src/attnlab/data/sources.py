@@ -119,8 +119,12 @@ def download_url(
             total = int(resp.headers.get("Content-Length") or 0) or None
             written = 0
             with tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=dest.name, disable=not progress,
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=dest.name,
+                disable=not progress,
             ) as bar:
                 while chunk := resp.read(1 << 16):
                     out.write(chunk)

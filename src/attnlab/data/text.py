@@ -234,8 +234,10 @@ def split_indices(
     Returns:
         ``(train, val, test)``: disjoint, sorted index lists covering every example.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(
-        sum(fractions), 1.0, abs_tol=1e-6
+    if (
+        len(fractions) != 3
+        or any(f < 0 for f in fractions)
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
     ):
         raise ValueError(
             f"fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}"

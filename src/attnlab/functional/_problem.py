@@ -57,9 +57,7 @@ def causal_offset(causal: bool | str, lq: int, lk: int) -> int | None:
     raise ValueError(f"causal must be False, True, 'upper_left' or 'lower_right', got {causal!r}")
 
 
-def causal_block(
-    offset: int, qs: int, qe: int, ks: int, ke: int, device: torch.device
-) -> Tensor:
+def causal_block(offset: int, qs: int, qe: int, ks: int, ke: int, device: torch.device) -> Tensor:
     """Boolean ``(qe - qs, ke - ks)`` block of the causal mask, True = may attend."""
     rows = torch.arange(qs, qe, device=device).unsqueeze(-1)
     cols = torch.arange(ks, ke, device=device)

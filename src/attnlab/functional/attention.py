@@ -1,7 +1,7 @@
-"""The one attention entry point: ``scores -> (mask, bias) -> softmax -> weighted sum``.
+r"""The one attention entry point: ``scores -> (mask, bias) -> softmax -> weighted sum``.
 
 .. math::
-    \\mathrm{out} = \\mathrm{softmax}(s(Q, K) + B, \\text{masked}) \\, V
+    \mathrm{out} = \mathrm{softmax}(s(Q, K) + B, \text{masked}) \, V
 
 Engines (chosen automatically, forceable with ``backend=``, reported in the result):
 
@@ -26,7 +26,7 @@ from torch import Tensor
 from attnlab.functional._problem import Problem, causal_offset
 from attnlab.functional.chunked import chunked_attention
 from attnlab.functional.engines import attention_weights, math_attention, sdpa_attention
-from attnlab.functional.scores import Score, ScaledDot
+from attnlab.functional.scores import ScaledDot, Score
 
 __all__ = ["attention", "AttentionOutput", "ENGINES", "select_engine"]
 
@@ -38,7 +38,10 @@ _DEFAULT_SCORE = ScaledDot()
 class AttentionOutput(tuple):
     """``(output, weights)``, unpackable as a pair, plus ``.engine``: the engine that ran."""
 
+    engine: str
+
     def __new__(cls, output: Tensor, weights: Tensor | None, engine: str) -> AttentionOutput:
+        """Pack the pair and remember the engine."""
         obj = super().__new__(cls, (output, weights))
         obj.engine = engine
         return obj
@@ -67,43 +70,54 @@ def select_engine(scale: float | None, *, need_weights: bool, backend: Backend) 
     if backend not in ENGINES:
         raise ValueError(f"backend must be 'auto' or one of {ENGINES}, got {backend!r}")
     if backend == "sdpa" and scale is None:
-        raise ValueError("backend='sdpa' needs a dot-product score (scale * q @ k^T); "
-                         "use backend='chunked' or 'math' for this score")
+        raise ValueError(
+            "backend='sdpa' needs a dot-product score (scale * q @ k^T); "
+            "use backend='chunked' or 'math' for this score"
+        )
     return backend
 
 
 def _check_broadcast(name: str, t: Tensor, shape: tuple[int, int, int, int]) -> None:
     if t.dim() > 4 or any(a not in (1, b) for a, b in zip(t.shape[::-1], shape[::-1])):
-        raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to "
-                         f"(B, H, Lq, Lk) = {shape}")
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} does not broadcast to (B, H, Lq, Lk) = {shape}"
+        )
 
 
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None,
-                  dropout_p: float) -> None:
+def _check_inputs(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, dropout_p: float
+) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
-            raise ValueError(f"{name} must be (B, H, L, D) (or (B, L, D)), got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must be (B, H, L, D) (or (B, L, D)), got shape {tuple(t.shape)}"
+            )
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3]:
-        raise ValueError(f"shapes do not match: q {tuple(q.shape)} = (B, H, Lq, D), "
-                         f"k {tuple(k.shape)} = (B, H, Lk, D), v {tuple(v.shape)} = (B, H, Lk, Dv)")
+        raise ValueError(
+            f"shapes do not match: q {tuple(q.shape)} = (B, H, Lq, D), "
+            f"k {tuple(k.shape)} = (B, H, Lk, D), v {tuple(v.shape)} = (B, H, Lk, Dv)"
+        )
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     if mask is not None:
         if mask.dtype != torch.bool:
             raise TypeError(
                 f"mask must be boolean with True = may attend; got {mask.dtype}. Pass float "
                 "masks as bias=, convert with attnlab.masks.from_additive_mask, and torch "
-                "key_padding_mask (True = ignore) with attnlab.masks.from_key_padding_mask")
+                "key_padding_mask (True = ignore) with attnlab.masks.from_key_padding_mask"
+            )
         _check_broadcast("mask", mask, shape)
     if bias is not None:
         if not bias.is_floating_point():
-            raise TypeError(f"bias must be a floating tensor of logits, got {bias.dtype}; "
-                            "boolean masks go through mask=")
+            raise TypeError(
+                f"bias must be a floating tensor of logits, got {bias.dtype}; "
+                "boolean masks go through mask="
+            )
         _check_broadcast("bias", bias, shape)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
@@ -126,7 +140,8 @@ def attention(
     """Score-based attention through one core and several engines.
 
     Args:
-        q: queries ``(B, H, Lq, Dq)`` or ``(B, Lq, Dq)``.
+        q: queries ``(B, H, Lq, Dq)`` or ``(B, Lq, Dq)`` (then a 3-D mask or bias is
+            read as ``(B, Lq, Lk)``).
         k: keys ``(B, H, Lk, Dk)`` or ``(B, Lk, Dk)``.
         v: values ``(B, H, Lk, Dv)`` or ``(B, Lk, Dv)``.
         score: a :class:`~attnlab.functional.scores.Score`; default scaled dot.
@@ -156,20 +171,34 @@ def attention(
     """
     squeeze = q.dim() == 3
     if squeeze:
+        # Head-less inputs: a 3-D mask or bias is (B, Lq, Lk), so it gains the head dim too.
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
+        mask = mask.unsqueeze(1) if mask is not None and mask.dim() == 3 else mask
+        bias = bias.unsqueeze(1) if bias is not None and bias.dim() == 3 else bias
     _check_inputs(q, k, v, mask, bias, dropout_p)
     score = _DEFAULT_SCORE if score is None else score
     qp, kp = score.prepare(q, k, keys_prepared=keys_prepared)
     scale = score.dot_scale(qp)
     if scale is not None and qp.shape[-1] != kp.shape[-1]:
-        raise ValueError(f"{score.name} score needs queries and keys of one size, got "
-                         f"Dq={qp.shape[-1]} and Dk={kp.shape[-1]}")
+        raise ValueError(
+            f"{score.name} score needs queries and keys of one size, got "
+            f"Dq={qp.shape[-1]} and Dk={kp.shape[-1]}"
+        )
     query_bias = score.query_bias(qp, k.shape[-2])
     if query_bias is not None:
         bias = query_bias if bias is None else bias + query_bias
     engine = select_engine(scale, need_weights=need_weights, backend=backend)
-    problem = Problem(qp, kp, v, score, scale, mask, bias,
-                      causal_offset(causal, q.shape[-2], k.shape[-2]), dropout_p)
+    problem = Problem(
+        qp,
+        kp,
+        v,
+        score,
+        scale,
+        mask,
+        bias,
+        causal_offset(causal, q.shape[-2], k.shape[-2]),
+        dropout_p,
+    )
     weights = None
     if engine == "math":
         out, weights = math_attention(problem)

@@ -1,15 +1,15 @@
-"""The ``chunked`` engine: online-softmax attention over blocks, for any score.
+r"""The ``chunked`` engine: online-softmax attention over blocks, for any score.
 
 Flash-attention's algorithm (Dao et al. 2022; Rabe and Staats 2021) in plain
 PyTorch: queries and keys are cut into blocks; each query block keeps a running
-maximum ``m``, normaliser ``l`` and unnormalised output ``acc`` while it visits key
+maximum ``m``, normaliser ``denom`` and unnormalised output ``acc`` while it visits key
 blocks, so the ``(Lq x Lk)`` score matrix never exists. Backward is written by hand
 (a custom :class:`torch.autograd.Function`) and recomputes each block from the saved
 log-sum-exp, so training memory is linear in L as well:
 
 .. math::
-    P = \\exp(S - \\mathrm{lse}), \\quad dV = P^T dO, \\quad
-    dS = P \\odot (dO V^T - \\mathrm{rowsum}(dO \\odot O))
+    P = \exp(S - \mathrm{lse}), \quad dV = P^T dO, \quad
+    dS = P \odot (dO V^T - \mathrm{rowsum}(dO \odot O))
 
 Scores of the form ``scale * q @ k^T`` run on batched matmuls into reused buffers;
 any other score (additive, ...) is evaluated per block through ``score.pairwise``
@@ -106,8 +106,18 @@ class _Plan:
         return torch.rand(shape, generator=gen, device=device) >= self.p.dropout_p
 
 
-def _scores(plan: _Plan, qb: Tensor, kb: Tensor, tensors: tuple[Tensor, ...], out: Tensor | None,
-            qs: int, qe: int, ks: int, ke: int, offset: Tensor | None = None) -> Tensor:
+def _scores(
+    plan: _Plan,
+    qb: Tensor,
+    kb: Tensor,
+    tensors: tuple[Tensor, ...],
+    out: Tensor | None,
+    qs: int,
+    qe: int,
+    ks: int,
+    ke: int,
+    offset: Tensor | None = None,
+) -> Tensor:
     """Logits of one block in fp32 (or fp64), masked with -inf, shape ``(B, H, bq, bk)``.
 
     ``offset`` (``(B, H, bq, 1)``, dot scores only) is added inside the GEMM, which
@@ -130,7 +140,11 @@ def _scores(plan: _Plan, qb: Tensor, kb: Tensor, tensors: tuple[Tensor, ...], ou
         s = s.add_(bias) if s.requires_grad is False else s + bias
     hidden = plan.hidden(qs, qe, ks, ke)
     if hidden is not None:
-        s = s.masked_fill_(hidden, -math.inf) if not s.requires_grad else s.masked_fill(hidden, -math.inf)
+        s = (
+            s.masked_fill_(hidden, -math.inf)
+            if not s.requires_grad
+            else s.masked_fill(hidden, -math.inf)
+        )
     return s
 
 
@@ -138,8 +152,9 @@ def _upcast(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _forward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tensor, ...]
-             ) -> tuple[Tensor, Tensor]:
+def _forward(
+    plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tensor, ...]
+) -> tuple[Tensor, Tensor]:
     b, h, lq, _ = q.shape
     out = q.new_empty(b, h, lq, v.shape[-1])
     lse = q.new_empty(b, h, lq, 1)
@@ -148,36 +163,54 @@ def _forward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tensor
     for qi, (qs, qe) in enumerate(plan.q_blocks):
         qb = q[:, :, qs:qe]
         m = q.new_full((b, h, qe - qs, 1), -math.inf)
-        l = q.new_zeros((b, h, qe - qs, 1))
+        denom = q.new_zeros((b, h, qe - qs, 1))
         acc = q.new_zeros((b, h, qe - qs, v.shape[-1]))
         for ki, (ks, ke) in enumerate(plan.k_blocks):
             if plan.skip(qs, qe, ks):
                 continue
-            s = _scores(plan, qb, k[:, :, ks:ke], tensors,
-                        None if buf is None else buf[: b * h * (qe - qs) * (ke - ks)], qs, qe, ks, ke)
+            s = _scores(
+                plan,
+                qb,
+                k[:, :, ks:ke],
+                tensors,
+                None if buf is None else buf[: b * h * (qe - qs) * (ke - ks)],
+                qs,
+                qe,
+                ks,
+                ke,
+            )
             m_new = torch.maximum(m, s.amax(-1, keepdim=True))
             # A row with nothing visible yet keeps m = -inf; shift it by 0 instead.
             m_safe = m_new.masked_fill(m_new == -math.inf, 0.0)
             s.sub_(m_safe).exp_()
             alpha = (m - m_safe).exp_()
-            l.mul_(alpha).add_(s.sum(-1, keepdim=True))
+            denom.mul_(alpha).add_(s.sum(-1, keepdim=True))
             keep = plan.keep(qi * nk + ki, s.shape, s.device)
             if keep is not None:
                 s.mul_(keep).div_(1.0 - plan.p.dropout_p)
             acc.mul_(alpha)
             acc.view(b * h, qe - qs, -1).baddbmm_(
-                s.view(b * h, qe - qs, ke - ks), v[:, :, ks:ke].flatten(0, 1))
+                s.view(b * h, qe - qs, ke - ks), v[:, :, ks:ke].flatten(0, 1)
+            )
             m = m_safe
-        empty = l == 0
-        out[:, :, qs:qe] = acc.div_(l.masked_fill(empty, 1.0))
+        empty = denom == 0
+        out[:, :, qs:qe] = acc.div_(denom.masked_fill(empty, 1.0))
         # +inf for empty rows makes exp(S - lse) exactly 0 in backward.
-        lse[:, :, qs:qe] = (m + l.log()).masked_fill_(empty, math.inf)
+        lse[:, :, qs:qe] = (m + denom.log()).masked_fill_(empty, math.inf)
     return out, lse
 
 
-def _backward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tensor, ...],
-              out: Tensor, lse: Tensor, dout: Tensor, need_bias_grad: bool
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
+def _backward(
+    plan: _Plan,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    tensors: tuple[Tensor, ...],
+    out: Tensor,
+    lse: Tensor,
+    dout: Tensor,
+    need_bias_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
     p = plan.p
     b, h, lq, _ = q.shape
     neg_delta = (dout * out).sum(-1, keepdim=True).neg_()
@@ -199,14 +232,19 @@ def _backward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tenso
             bq, bk = qe - qs, ke - ks
             kb, v3 = k[:, :, ks:ke], v[:, :, ks:ke].flatten(0, 1)
             if plan.fast:
-                prob = _scores(plan, qb, kb, tensors, buf[: b * h * bq * bk], qs, qe, ks, ke,
-                               offset=neg_lse_b).exp_()
+                prob = _scores(
+                    plan, qb, kb, tensors, buf[: b * h * bq * bk], qs, qe, ks, ke, offset=neg_lse_b
+                ).exp_()
             else:
                 with torch.enable_grad():
-                    leaves = [qb.detach().requires_grad_(), kb.detach().requires_grad_(),
-                              *(t.detach().requires_grad_() for t in tensors)]
-                    s_graph = _scores(plan, leaves[0], leaves[1], tuple(leaves[2:]),
-                                      None, qs, qe, ks, ke)
+                    leaves = [
+                        qb.detach().requires_grad_(),
+                        kb.detach().requires_grad_(),
+                        *(t.detach().requires_grad_() for t in tensors),
+                    ]
+                    s_graph = _scores(
+                        plan, leaves[0], leaves[1], tuple(leaves[2:]), None, qs, qe, ks, ke
+                    )
                 prob = s_graph.detach().add(neg_lse_b).exp_()
             keep = plan.keep(qi * nk + ki, prob.shape, prob.device)
             dp3 = dpbuf[: b * h * bq * bk].view(b * h, bq, bk)
@@ -217,7 +255,8 @@ def _backward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tenso
             else:
                 scaled_keep = keep / (1.0 - p.dropout_p)
                 dv[:, :, ks:ke].flatten(0, 1).baddbmm_(
-                    (prob * scaled_keep).flatten(0, 1).transpose(1, 2), dob3)
+                    (prob * scaled_keep).flatten(0, 1).transpose(1, 2), dob3
+                )
                 dp3 = torch.bmm(dob3, v3.transpose(1, 2), out=dp3)
                 dp3.mul_(scaled_keep.flatten(0, 1)).add_(neg_delta_b.flatten(0, 1))
             ds = dp3.view(b, h, bq, bk).mul_(prob)
@@ -226,8 +265,9 @@ def _backward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tenso
                 target += ds.sum_to_size(target.shape)
             if plan.fast:
                 dq3.baddbmm_(ds.flatten(0, 1), kb.flatten(0, 1))
-                dk[:, :, ks:ke].flatten(0, 1).baddbmm_(ds.flatten(0, 1).transpose(1, 2),
-                                                       qb.flatten(0, 1))
+                dk[:, :, ks:ke].flatten(0, 1).baddbmm_(
+                    ds.flatten(0, 1).transpose(1, 2), qb.flatten(0, 1)
+                )
             else:
                 grads = torch.autograd.grad(s_graph, leaves, ds, allow_unused=True)
                 for target, g in zip([dq[:, :, qs:qe], dk[:, :, ks:ke], *dtensors], grads):
@@ -238,8 +278,9 @@ def _backward(plan: _Plan, q: Tensor, k: Tensor, v: Tensor, tensors: tuple[Tenso
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan: _Plan, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None,
-                *tensors: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, plan: _Plan, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, *tensors: Tensor
+    ) -> tuple[Tensor, Tensor]:
         dtype = v.dtype
         # Contiguous copies: block views of them flatten (B, H) into one bmm batch dim.
         q32, k32, v32 = (_upcast(t).contiguous() for t in (q, k, v))
@@ -250,24 +291,37 @@ class _ChunkedAttention(torch.autograd.Function):
             out, lse = _forward(plan, q32, k32, v32, t32)
         ctx.plan = plan
         ctx.save_for_backward(q32, k32, v32, out, lse, *t32)
-        ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype,
-                      [t.dtype for t in tensors])
+        ctx.dtypes = (
+            q.dtype,
+            k.dtype,
+            v.dtype,
+            None if bias is None else bias.dtype,
+            [t.dtype for t in tensors],
+        )
         ctx.mark_non_differentiable(lse)
         return out.to(dtype), lse
 
     @staticmethod
-    def backward(ctx, dout: Tensor, _dlse: Tensor):  # noqa: D102
+    def backward(ctx, dout: Tensor, _dlse: Tensor):
+        """See the base class."""
         plan: _Plan = ctx.plan
         q, k, v, out, lse, *tensors = ctx.saved_tensors
         qd, kd, vd, bd, td = ctx.dtypes
         need_bias = bd is not None and ctx.needs_input_grad[4]
-        dq, dk, dv, dbias, dts = _backward(plan, q, k, v, tuple(tensors), out, lse,
-                                           _upcast(dout).contiguous(), need_bias)
+        dq, dk, dv, dbias, dts = _backward(
+            plan, q, k, v, tuple(tensors), out, lse, _upcast(dout).contiguous(), need_bias
+        )
         if plan.fast:
             # S = (scale * q) k^T: k's gradient already used the scaled q; q's needs it.
             dq.mul_(plan.p.scale)
-        return (None, dq.to(qd), dk.to(kd), dv.to(vd),
-                None if dbias is None else dbias.to(bd), *(g.to(d) for g, d in zip(dts, td)))
+        return (
+            None,
+            dq.to(qd),
+            dk.to(kd),
+            dv.to(vd),
+            None if dbias is None else dbias.to(bd),
+            *(g.to(d) for g, d in zip(dts, td)),
+        )
 
 
 def chunked_attention(p: Problem, *, seed: int | None = None) -> Tensor:

@@ -63,6 +63,11 @@ def sdpa_attention(p: Problem) -> Tensor:
         bias = p.bias.to(p.q.dtype)
         attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, float("-inf"))
     return F.scaled_dot_product_attention(
-        p.q, p.k, p.v, attn_mask=attn_mask, dropout_p=p.dropout_p, is_causal=is_causal,
+        p.q,
+        p.k,
+        p.v,
+        attn_mask=attn_mask,
+        dropout_p=p.dropout_p,
+        is_causal=is_causal,
         scale=p.scale,
     )

@@ -41,8 +41,11 @@ def reference_attention(
     lk = k.shape[-2]
     q, k, v = q.double(), k.double(), v.double()
     full = torch.ones(b, h, lq, lk, dtype=torch.bool) if mask is None else mask.expand(b, h, lq, lk)
-    add = torch.zeros(b, h, lq, lk, dtype=torch.float64) if bias is None else bias.double().expand(
-        b, h, lq, lk)
+    add = (
+        torch.zeros(b, h, lq, lk, dtype=torch.float64)
+        if bias is None
+        else bias.double().expand(b, h, lq, lk)
+    )
     out = torch.zeros(b, h, lq, v.shape[-1], dtype=torch.float64)
     weights = torch.zeros(b, h, lq, lk, dtype=torch.float64)
     for bi in range(b):

@@ -36,6 +36,7 @@ __all__ = [
     "General",
     "Additive",
     "Location",
+    "Zero",
     "Cosine",
     "dot",
     "scaled_dot",
@@ -52,7 +53,9 @@ class Score:
 
     name: str = "score"
 
-    def prepare(self, q: Tensor, k: Tensor, *, keys_prepared: bool = False) -> tuple[Tensor, Tensor]:
+    def prepare(
+        self, q: Tensor, k: Tensor, *, keys_prepared: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Map queries and keys to the space ``pairwise`` works in (default: identity)."""
         return q, k
 
@@ -96,7 +99,8 @@ class Dot(Score):
 
     name = "dot"
 
-    def dot_scale(self, q: Tensor) -> float | None:  # noqa: D102
+    def dot_scale(self, q: Tensor) -> float | None:
+        """See :meth:`Score.dot_scale`."""
         return 1.0
 
 
@@ -111,7 +115,8 @@ class ScaledDot(Score):
     scale: float | None = None
     name = "scaled_dot"
 
-    def dot_scale(self, q: Tensor) -> float | None:  # noqa: D102
+    def dot_scale(self, q: Tensor) -> float | None:
+        """See :meth:`Score.dot_scale`."""
         return self.scale if self.scale is not None else 1.0 / math.sqrt(q.shape[-1])
 
 
@@ -129,10 +134,14 @@ class General(Score):
     weight: Tensor
     name = "general"
 
-    def prepare(self, q: Tensor, k: Tensor, *, keys_prepared: bool = False) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def prepare(
+        self, q: Tensor, k: Tensor, *, keys_prepared: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """See :meth:`Score.prepare`."""
         return torch.matmul(q, self.weight), k
 
-    def dot_scale(self, q: Tensor) -> float | None:  # noqa: D102
+    def dot_scale(self, q: Tensor) -> float | None:
+        """See :meth:`Score.dot_scale`."""
         return 1.0
 
 
@@ -158,24 +167,45 @@ class Additive(Score):
     bias: Tensor | None = None
     name = "additive"
 
-    def prepare(self, q: Tensor, k: Tensor, *, keys_prepared: bool = False) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def prepare(
+        self, q: Tensor, k: Tensor, *, keys_prepared: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """See :meth:`Score.prepare`."""
         return F.linear(q, self.w_q), (k if keys_prepared else self.prepare_keys(k))
 
-    def prepare_keys(self, k: Tensor) -> Tensor:  # noqa: D102
+    def prepare_keys(self, k: Tensor) -> Tensor:
+        """See :meth:`Score.prepare_keys`."""
         if self.w_k is None:
             return k if self.bias is None else k + self.bias
         return F.linear(k, self.w_k, self.bias)
 
-    def tensors(self) -> tuple[Tensor, ...]:  # noqa: D102
+    def tensors(self) -> tuple[Tensor, ...]:
+        """See :meth:`Score.tensors`."""
         return (self.v,)
 
-    def pairwise(self, q: Tensor, k: Tensor, *tensors: Tensor) -> Tensor:  # noqa: D102
+    def pairwise(self, q: Tensor, k: Tensor, *tensors: Tensor) -> Tensor:
+        """See :meth:`Score.pairwise`."""
         v = tensors[0] if tensors else self.v
         return torch.matmul(torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3)), v)
 
 
+@dataclass(frozen=True)
+class Zero(Score):
+    """No content term: every logit comes from ``bias=`` (or a subclass's query bias).
+
+    Used by attention pooling, whose logits depend on each key alone, and by
+    :class:`Location`.
+    """
+
+    name = "zero"
+
+    def dot_scale(self, q: Tensor) -> float | None:
+        """See :meth:`Score.dot_scale`."""
+        return 0.0
+
+
 @dataclass(frozen=True, eq=False)
-class Location(Score):
+class Location(Zero):
     """Luong et al. 2015 ``location``: ``a_t = softmax(W_a h_t)``, no source content.
 
     The logits come from the query alone, one per source position, so they enter
@@ -190,10 +220,8 @@ class Location(Score):
     bias: Tensor | None = None
     name = "location"
 
-    def dot_scale(self, q: Tensor) -> float | None:  # noqa: D102
-        return 0.0
-
-    def query_bias(self, q: Tensor, lk: int) -> Tensor | None:  # noqa: D102
+    def query_bias(self, q: Tensor, lk: int) -> Tensor | None:
+        """See :meth:`Score.query_bias`."""
         if lk > self.weight.shape[0]:
             raise ValueError(
                 f"location attention was built for at most {self.weight.shape[0]} source "
@@ -219,13 +247,18 @@ class Cosine(Score):
     eps: float = 1e-8
     name = "cosine"
 
-    def prepare(self, q: Tensor, k: Tensor, *, keys_prepared: bool = False) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def prepare(
+        self, q: Tensor, k: Tensor, *, keys_prepared: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """See :meth:`Score.prepare`."""
         return F.normalize(q, dim=-1, eps=self.eps), (k if keys_prepared else self.prepare_keys(k))
 
-    def prepare_keys(self, k: Tensor) -> Tensor:  # noqa: D102
+    def prepare_keys(self, k: Tensor) -> Tensor:
+        """See :meth:`Score.prepare_keys`."""
         return F.normalize(k, dim=-1, eps=self.eps)
 
-    def dot_scale(self, q: Tensor) -> float | None:  # noqa: D102
+    def dot_scale(self, q: Tensor) -> float | None:
+        """See :meth:`Score.dot_scale`."""
         return self.scale
 
 
@@ -244,7 +277,9 @@ def general(weight: Tensor) -> General:
     return General(weight)
 
 
-def additive(v: Tensor, w_q: Tensor, w_k: Tensor | None = None, bias: Tensor | None = None) -> Additive:
+def additive(
+    v: Tensor, w_q: Tensor, w_k: Tensor | None = None, bias: Tensor | None = None
+) -> Additive:
     """Bahdanau's additive score (see :class:`Additive`)."""
     return Additive(v, w_q, w_k, bias)
 

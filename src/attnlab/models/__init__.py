@@ -1,1 +1,5 @@
-"""attnlab.models."""
+"""Complete networks assembled from :mod:`attnlab.nn`."""
+
+from attnlab.models.classifier import POOLINGS, TextClassifier
+
+__all__ = ["POOLINGS", "TextClassifier"]

@@ -1,0 +1,121 @@
+"""Text classifier: Embedding -> LSTM -> {last state | attention pooling | additive} -> Linear."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from attnlab.masks import lengths_to_mask
+from attnlab.nn import AdditiveAttention, AttentionPooling
+
+Pooling = Literal["last", "attention", "additive"]
+POOLINGS = ("last", "attention", "additive")
+
+
+class TextClassifier(nn.Module):
+    """The reference sentiment model, with a choice of how the LSTM states are pooled.
+
+    * ``"last"``: the LSTM's final state (Cho et al. 2014 style encoder summary);
+    * ``"attention"``: :class:`~attnlab.nn.AttentionPooling` (the tutorial's layer,
+      masked, optionally with a learned query);
+    * ``"additive"``: :class:`~attnlab.nn.AdditiveAttention` (Bahdanau) with a learned
+      query vector.
+
+    The defaults are the tutorial's sizes: Embedding(32) -> LSTM(100) -> Linear.
+
+    Args:
+        vocab_size: number of token ids (id 0 is padding).
+        num_classes: output classes.
+        embedding_dim: token embedding size.
+        hidden_size: LSTM state size (per direction).
+        pooling: how the sequence of states becomes one vector.
+        bidirectional: run the LSTM both ways.
+        dropout: dropout on embeddings and on the pooled vector.
+        attention_hidden: tanh layer size of the additive/query attention.
+        attention_query: for ``"attention"``: use a learned context vector (HAN style).
+
+    Shapes:
+        ids ``(B, L)`` long, lengths ``(B,)`` -> logits ``(B, num_classes)``;
+        weights ``(B, L)`` from :meth:`forward_with_weights`.
+
+    Example:
+        >>> model = TextClassifier(50, pooling="additive")
+        >>> logits, w = model.forward_with_weights(torch.tensor([[3, 4, 0]]), torch.tensor([2]))
+        >>> logits.shape, w.shape, w[0, 2].item()
+        (torch.Size([1, 2]), torch.Size([1, 3]), 0.0)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int = 2,
+        *,
+        embedding_dim: int = 32,
+        hidden_size: int = 100,
+        pooling: Pooling = "last",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        attention_hidden: int = 64,
+        attention_query: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        factory = {"device": device, "dtype": dtype}
+        self.pooling = pooling
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0, **factory)
+        self.encoder = nn.LSTM(
+            embedding_dim, hidden_size, batch_first=True, bidirectional=bidirectional, **factory
+        )
+        width = hidden_size * (2 if bidirectional else 1)
+        self.dropout = nn.Dropout(dropout)
+        self.attention: nn.Module | None = None
+        if pooling == "attention":
+            self.attention = AttentionPooling(
+                width, query=attention_query, hidden_size=attention_hidden, **factory
+            )
+        elif pooling == "additive":
+            self.attention = AdditiveAttention(width, width, attention_hidden, **factory)
+            self.query = nn.Parameter(torch.randn(width, **factory) * width**-0.5)
+        self.classifier = nn.Linear(width, num_classes, **factory)
+
+    def _encode(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if ids.dim() != 2 or lengths.dim() != 1 or lengths.shape[0] != ids.shape[0]:
+            raise ValueError(
+                f"expected ids (B, L) and lengths (B,), got {tuple(ids.shape)} "
+                f"and {tuple(lengths.shape)}"
+            )
+        embedded = self.dropout(self.embedding(ids))
+        packed = pack_padded_sequence(
+            embedded, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
+        )
+        states, (h_n, _) = self.encoder(packed)
+        states, _ = pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])
+        # h_n is (layers * directions, B, H): the last layer's directions side by side.
+        last = torch.cat(list(h_n[-(2 if self.encoder.bidirectional else 1) :]), dim=-1)
+        return states, last
+
+    def forward_with_weights(
+        self, ids: Tensor, lengths: Tensor, *, need_weights: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits and, for attention poolings, the weights over tokens."""
+        states, last = self._encode(ids, lengths)
+        mask = lengths_to_mask(lengths, ids.shape[1])
+        weights = None
+        if self.pooling == "last":
+            pooled = last
+        elif self.pooling == "attention":
+            pooled, weights = self.attention(states, mask=mask, need_weights=need_weights)
+        else:
+            query = self.query.expand(ids.shape[0], -1)
+            pooled, weights = self.attention(query, states, mask=mask, need_weights=need_weights)
+        return self.classifier(self.dropout(pooled)), weights
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)``."""
+        return self.forward_with_weights(ids, lengths, need_weights=False)[0]

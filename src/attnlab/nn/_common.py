@@ -1,0 +1,67 @@
+"""Input handling shared by the encoder-decoder attention modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnlab.functional import AttentionOutput, Score, attention
+
+
+def check_features(name: str, t: Tensor, size: int, dims: tuple[int, ...]) -> None:
+    """One-line errors for a wrong rank, feature size or dtype at the module boundary."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() not in dims:
+        shapes = " or ".join({2: "(B, D)", 3: "(B, L, D)"}[d] for d in dims)
+        raise ValueError(f"{name} must be {shapes}, got shape {tuple(t.shape)}")
+    if t.shape[-1] != size:
+        raise ValueError(f"{name} must have {size} features in its last dim, got {t.shape[-1]}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+
+
+def module_mask(mask: Tensor | None) -> Tensor | None:
+    """Accept a key mask ``(B, Lk)`` or a full mask ``(B, Lq, Lk)``; True = may attend."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"mask must be boolean with True = may attend; got {mask.dtype}. Build one with "
+            "attnlab.masks.lengths_to_mask, or convert torch's key_padding_mask (True = ignore) "
+            "with attnlab.masks.from_key_padding_mask"
+        )
+    return mask.unsqueeze(1) if mask.dim() == 2 else mask
+
+
+def attend(
+    query: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    score: Score,
+    *,
+    mask: Tensor | None,
+    need_weights: bool,
+    keys_prepared: bool,
+    backend: str = "auto",
+    bias: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Run the core on batch-first inputs; a 2-D query ``(B, D)`` gives a 2-D context."""
+    single = query.dim() == 2
+    q = query.unsqueeze(1) if single else query
+    res: AttentionOutput = attention(
+        q,
+        keys,
+        values,
+        score=score,
+        mask=module_mask(mask),
+        bias=bias,
+        need_weights=need_weights,
+        backend=backend,
+        keys_prepared=keys_prepared,
+    )
+    context, weights = res
+    if single:
+        context = context.squeeze(1)
+        weights = None if weights is None else weights.squeeze(1)
+    return context, weights
