@@ -184,7 +184,7 @@ def attention(
             f"{score.name} score needs queries and keys of one size, got "
             f"Dq={qp.shape[-1]} and Dk={kp.shape[-1]}"
         )
-    query_bias = score.query_bias(qp, k.shape[-2])
+    query_bias = score.query_bias(q, k.shape[-2])
     if query_bias is not None:
         bias = query_bias if bias is None else bias + query_bias
     engine = select_engine(scale, need_weights=need_weights, backend=backend)

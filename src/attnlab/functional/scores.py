@@ -83,7 +83,7 @@ class Score:
         return torch.matmul(q, k.transpose(-2, -1)) * scale
 
     def query_bias(self, q: Tensor, lk: int) -> Tensor | None:
-        """A query-only logit term ``(..., Lq, Lk)`` added to the scores (default: none)."""
+        """A logit term ``(..., Lq, Lk)`` from the raw query alone, added to the scores."""
         return None
 
 
@@ -198,6 +198,12 @@ class Zero(Score):
     """
 
     name = "zero"
+
+    def prepare(
+        self, q: Tensor, k: Tensor, *, keys_prepared: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Width-1 zeros: the content term is 0 whatever the sizes of q and k."""
+        return q.new_zeros(*q.shape[:-1], 1), k.new_zeros(*k.shape[:-1], 1)
 
     def dot_scale(self, q: Tensor) -> float | None:
         """See :meth:`Score.dot_scale`."""

@@ -1,0 +1,61 @@
+import json
+import random
+
+import pytest
+
+import attnlab.experiments.sentiment as sentiment
+from attnlab.data import SentimentCorpus
+from attnlab.experiments import run_experiment
+
+
+def _toy_corpus(name="uci", data_dir=None):
+    rng = random.Random(0)
+    good, bad, filler = (
+        ["good", "great", "lovely"],
+        ["bad", "awful", "poor"],
+        ["the", "food", "was", "a", "day"],
+    )
+    texts, labels = [], []
+    for i in range(120):
+        label = i % 2
+        words = rng.sample(filler, 3) + [rng.choice(good if label else bad)]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return SentimentCorpus(name, texts, labels)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setattr(sentiment, "load_sentiment", _toy_corpus)
+
+
+def test_smoke_run_writes_results_report_and_pictures(toy, tmp_path):
+    cfg = sentiment.SentimentConfig(
+        seeds=2, epochs=3, embedding_dim=8, hidden_size=8, attention_hidden=8, examples=3
+    )
+    out = run_experiment("sentiment", cfg, out=tmp_path / "run")
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == "sentiment" and results["dataset"] == "uci"
+    assert [r["model"] for r in results["results"]] == list(cfg.models)
+    for r in results["results"]:
+        runs = r["metrics"]["test_accuracy"]["runs"]
+        assert len(runs) == 2 and all(0.0 <= a <= 1.0 for a in runs)
+        assert r["parameters"] > 0
+    report = (out / "report.md").read_text()
+    assert "lstm-attention" in report and "attnlab run sentiment" in report
+    for name in ("lstm-attention", "lstm-additive"):
+        assert (out / f"attention_{name}.png").stat().st_size > 1000
+        assert "<span" in (out / f"attention_{name}.html").read_text()
+
+
+def test_attention_model_learns_the_toy_task(toy, tmp_path):
+    cfg = sentiment.SentimentConfig(seeds=1, epochs=15, models=("lstm-attention",), examples=2)
+    out = run_experiment("sentiment", cfg, out=tmp_path / "run")
+    acc = json.loads((out / "results.json").read_text())["results"][0]["metrics"]["test_accuracy"]
+    assert acc["mean"] >= 0.9
+
+
+def test_unknown_model_is_one_clear_line():
+    with pytest.raises(ValueError, match="unknown model"):
+        sentiment.SentimentConfig(models=("gru",))

@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from attnlab.models import POOLINGS, TextClassifier
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_padding_does_not_change_logits(pooling):
+    torch.manual_seed(0)
+    model = TextClassifier(30, 3, embedding_dim=8, hidden_size=6, pooling=pooling).eval()
+    ids = torch.tensor([[5, 6, 7, 0, 0]])
+    longer = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    lengths = torch.tensor([3])
+    torch.testing.assert_close(model(longer, lengths), model(ids, lengths))
+    torch.testing.assert_close(model(ids, lengths), model(ids[:, :3], lengths))
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_shapes_and_weights(pooling):
+    model = TextClassifier(
+        30, 3, embedding_dim=8, hidden_size=6, pooling=pooling, bidirectional=True
+    )
+    ids = torch.randint(1, 30, (4, 9))
+    lengths = torch.tensor([9, 5, 1, 3])
+    logits, weights = model.forward_with_weights(ids, lengths)
+    assert logits.shape == (4, 3)
+    if pooling == "last":
+        assert weights is None
+    else:
+        assert weights.shape == (4, 9)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(4))
+        assert (weights[1, 5:] == 0).all() and (weights[2, 1:] == 0).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        TextClassifier(10, pooling="max")
+    model = TextClassifier(10)
+    with pytest.raises(ValueError, match=r"ids \(B, L\)"):
+        model(torch.ones(3, dtype=torch.long), torch.ones(3, dtype=torch.long))

@@ -1,0 +1,104 @@
+"""One conformance suite over every registered module (attnlab.nn.MECHANISMS)."""
+
+import pytest
+import torch
+
+from attnlab.nn import MECHANISMS
+
+B, LQ, LK, DQ, DK = 2, 3, 7, 5, 6
+
+# name -> (constructor taking factory kwargs, call(module, keys, mask, need_weights), key width)
+CASES = {
+    "additive": (
+        lambda **f: __import__("attnlab.nn", fromlist=["x"]).AdditiveAttention(DQ, DK, 8, **f),
+        lambda m, k, mask, w: m(
+            torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w
+        ),
+    ),
+    "luong": (
+        lambda **f: __import__("attnlab.nn", fromlist=["x"]).LuongAttention(
+            DQ, DK, score="general", **f
+        ),
+        lambda m, k, mask, w: m(
+            torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w
+        ),
+    ),
+    "attention-pooling": (
+        lambda **f: __import__("attnlab.nn", fromlist=["x"]).AttentionPooling(DK, query=True, **f),
+        lambda m, k, mask, w: m(k, mask=mask, need_weights=w),
+    ),
+}
+
+
+def test_every_mechanism_has_a_conformance_case():
+    assert set(MECHANISMS) == set(CASES)
+
+
+def _mask():
+    mask = torch.ones(B, LK, dtype=torch.bool)
+    mask[1, 3:] = False
+    return mask
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_masked_keys_get_zero_weight_and_do_not_matter(name):
+    build, call = CASES[name]
+    torch.manual_seed(0)
+    module = build()
+    k = torch.randn(B, LK, DK)
+    mask = _mask()
+    torch.manual_seed(1)
+    ctx, w = call(module, k, mask, True)
+    assert w is not None and (w[1, ..., 3:] == 0).all()
+    torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
+    k2 = k.clone()
+    k2[1, 3:] = 1e4
+    torch.manual_seed(1)
+    ctx2, _ = call(module, k2, mask, True)
+    if name != "additive" and name != "luong":  # values are the keys here
+        torch.testing.assert_close(ctx2, ctx)
+    torch.manual_seed(1)
+    fast, no_w = call(module, k, mask, False)
+    assert no_w is None
+    torch.testing.assert_close(fast, ctx)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_dtype_kwargs_and_no_nan(name, dtype):
+    build, call = CASES[name]
+    module = build(dtype=dtype, device="cpu")
+    assert all(p.dtype == dtype for p in module.parameters())
+    mask = _mask()
+    mask[0] = False  # a sequence with nothing to attend to
+    ctx, w = call(module, torch.randn(B, LK, DK, dtype=dtype), mask, True)
+    assert ctx.dtype == dtype and torch.isfinite(ctx).all() and torch.isfinite(w).all()
+    assert (ctx[0] == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_state_dict_round_trip_and_repr(name):
+    build, call = CASES[name]
+    torch.manual_seed(0)
+    a = build()
+    torch.manual_seed(1)
+    b = build()
+    b.load_state_dict(a.state_dict())
+    k = torch.randn(B, LK, DK)
+    torch.manual_seed(2)
+    out_a = call(a, k, None, False)[0]
+    torch.manual_seed(2)
+    out_b = call(b, k, None, False)[0]
+    torch.testing.assert_close(out_a, out_b)
+    text = repr(a)
+    assert type(a).__name__ in text and str(DK) in text
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradients_reach_every_parameter(name):
+    build, call = CASES[name]
+    module = build()
+    ctx, _ = call(module, torch.randn(B, LK, DK), _mask(), False)
+    ctx.square().sum().backward()
+    for pname, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
