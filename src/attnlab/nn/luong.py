@@ -15,7 +15,9 @@ LUONG_SCORES = ("dot", "general", "concat", "location")
 
 
 class LuongAttention(nn.Module):
-    r"""Luong et al. 2015, "Effective Approaches to Attention-based Neural Machine Translation".
+    r"""Multiplicative attention of Luong et al. 2015: dot, general, concat, location.
+
+    From "Effective Approaches to Attention-based Neural Machine Translation".
 
     Global attention with the current decoder state :math:`h_t` over source states
     :math:`\bar h_s`:
