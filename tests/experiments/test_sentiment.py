@@ -59,3 +59,16 @@ def test_attention_model_learns_the_toy_task(toy, tmp_path):
 def test_unknown_model_is_one_clear_line():
     with pytest.raises(ValueError, match="unknown model"):
         sentiment.SentimentConfig(models=("gru",))
+
+
+@pytest.mark.slow
+def test_real_uci_one_seed_beats_chance(tmp_path):
+    import os
+
+    data = os.environ.get("ATTNLAB_DATA_DIR")
+    if not data or not os.path.isdir(os.path.join(data, "uci-sentiment")):
+        pytest.skip("set ATTNLAB_DATA_DIR to a folder holding uci-sentiment/")
+    cfg = sentiment.SentimentConfig(seeds=1, models=("lstm-attention",))
+    out = run_experiment("sentiment", cfg, out=tmp_path / "run")
+    acc = json.loads((out / "results.json").read_text())["results"][0]["metrics"]["test_accuracy"]
+    assert acc["mean"] > 0.7
