@@ -12,6 +12,7 @@ Run: ``attnlab run sentiment [--dataset uci|rotten-tomatoes] [--seeds N] [--out 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
 
 from attnlab.data import SentimentCorpus, Vocab, load_sentiment, split_indices
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
@@ -94,6 +96,7 @@ class _Data:
     tensors: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
+@functools.lru_cache(maxsize=1)  # the report reads the split sizes of the same data
 def _prepare(cfg: SentimentConfig) -> _Data:
     corpus = load_sentiment(cfg.dataset, data_dir=cfg.data_dir or None)
     train, val, test = split_indices(corpus.labels, seed=cfg.split_seed)
@@ -152,6 +155,10 @@ def _train_one(
     load_checkpoint(ckpt / "best", model=model)
     test = DataLoader(TensorDataset(*data.tensors["test"]), batch_size=256)
     accuracy = evaluate(model, test)["accuracy"]
+    tqdm.write(
+        f"{model_name} seed {seed}: test accuracy {100 * accuracy:.2f}% "
+        f"(best epoch {result.best_epoch} of {result.epochs_run})"
+    )
     return model, accuracy, result.seconds or (time.perf_counter() - start)
 
 
@@ -211,7 +218,10 @@ def run(cfg: SentimentConfig, run_dir: RunDir) -> list[ModelResult]:
 
 
 def _report(cfg: SentimentConfig, results: list[ModelResult], run_dir: RunDir) -> str:
+    sizes = ", ".join(f"{n} {len(idx)}" for n, idx in _prepare(cfg).splits.items())
     lines = [
+        "",
+        f"Dataset: {cfg.dataset} ({sizes} sentences).",
         "",
         "Split: stratified 80/10/10 (seed "
         f"{cfg.split_seed}); early stopping on validation {cfg.monitor} (patience "

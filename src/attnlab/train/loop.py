@@ -117,7 +117,14 @@ def _run_epoch(
     label: str,
 ) -> dict[str, float]:
     start = time.perf_counter()
-    bar = tqdm(train_loader, desc=label, unit="batch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        train_loader,
+        desc=label,
+        unit="batch",
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
     with bar:
         train = train_epoch(model, bar, optimizer, loss_fn, grad_clip)
         if not math.isfinite(train["loss"]):
