@@ -194,6 +194,7 @@ def _draw(
 
 def run(cfg: SentimentConfig, run_dir: RunDir) -> list[ModelResult]:
     """Train every model over every seed; draw the attention of the seed-0 models."""
+    _prepare.cache_clear()  # fresh data for every run; the report reuses it
     data = _prepare(cfg)
     results = []
     for name in cfg.models:
