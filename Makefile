@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/attnlab run sentiment --dataset rotten-tomatoes --seeds 1 --overwrite --out runs/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)

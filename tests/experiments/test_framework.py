@@ -296,3 +296,18 @@ def test_model_result_validation():
         ModelResult("m", {"test_accuracy": []}, parameters=1, seconds=1.0)
     with pytest.raises(ValueError, match="reserved"):
         ModelResult("m", {"loss": [1.0]}, parameters=1, seconds=1.0, extra={"seconds": 2})
+
+
+def test_run_that_fails_before_writing_anything_leaves_no_folder(tmp_path, monkeypatch):
+    @dataclass(frozen=True)
+    class FailConfig:
+        x: int = 1
+
+    def fail(cfg, run):
+        raise FileNotFoundError("data missing")
+
+    spec = ExperimentSpec("fails-early", "fails", FailConfig, fail, lambda c: "none")
+    monkeypatch.setitem(EXPERIMENTS, "fails-early", spec)
+    with pytest.raises(FileNotFoundError):
+        run_experiment("fails-early", FailConfig(), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

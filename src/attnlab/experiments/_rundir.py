@@ -205,6 +205,16 @@ class RunDir:
         return self.final
 
     def abandon(self) -> None:
-        """After a failure: drop the work folder of an overwrite; keep anything resumable."""
-        if self.overwriting and not self.finished:
+        """After a failure: drop the work folder of an overwrite; keep anything resumable.
+
+        A run that failed before writing anything but its manifest (bad data, say)
+        leaves nothing behind, so the same command can simply be run again.
+        """
+        if self.finished:
+            return
+        if self.overwriting:
             shutil.rmtree(self.path, ignore_errors=True)
+        elif not self.resumed and self.path.is_dir():
+            if {p.name for p in self.path.iterdir()} <= {MANIFEST}:
+                (self.path / MANIFEST).unlink(missing_ok=True)
+                self.path.rmdir()

@@ -83,6 +83,30 @@ class TextClassifier(nn.Module):
             self.attention = AdditiveAttention(width, width, attention_hidden, **factory)
             self.query = nn.Parameter(torch.randn(width, **factory) * width**-0.5)
         self.classifier = nn.Linear(width, num_classes, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Keras' initialisation, which the tutorial's numbers were obtained with.
+
+        Small embeddings (uniform +-0.05), Glorot input weights, orthogonal recurrent
+        weights and a forget-gate bias of 1 (Jozefowicz et al. 2015) train markedly
+        more steadily on a 2000-sentence dataset than torch's defaults.
+        """
+        nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+        hidden = self.encoder.hidden_size
+        for name, param in self.encoder.named_parameters():
+            if name.startswith("weight_ih"):
+                for gate in param.split(hidden):
+                    nn.init.xavier_uniform_(gate)
+            elif name.startswith("weight_hh"):
+                for gate in param.split(hidden):
+                    nn.init.orthogonal_(gate)
+            else:
+                nn.init.zeros_(param)
+                if name.startswith("bias_ih"):
+                    param.data[hidden : 2 * hidden] = 1.0  # gates are ordered i, f, g, o
 
     def _encode(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if ids.dim() != 2 or lengths.dim() != 1 or lengths.shape[0] != ids.shape[0]:
