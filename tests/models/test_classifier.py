@@ -38,3 +38,16 @@ def test_bad_arguments():
     model = TextClassifier(10)
     with pytest.raises(ValueError, match=r"ids \(B, L\)"):
         model(torch.ones(3, dtype=torch.long), torch.ones(3, dtype=torch.long))
+
+
+def test_word_dropout_only_in_training_and_never_on_padding():
+    torch.manual_seed(0)
+    model = TextClassifier(30, embedding_dim=4, hidden_size=3, word_dropout=1.0)
+    ids = torch.tensor([[5, 6, 0]])
+    lengths = torch.tensor([2])
+    unk = torch.tensor([[1, 1, 0]])
+    model.eval()
+    assert not torch.equal(model(ids, lengths), model(unk, lengths))
+    model.train()
+    model.dropout.p = 0.0
+    torch.testing.assert_close(model(ids, lengths), model(unk, lengths))

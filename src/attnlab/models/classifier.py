@@ -36,6 +36,8 @@ class TextClassifier(nn.Module):
         dropout: dropout on embeddings and on the pooled vector.
         attention_hidden: tanh layer size of the additive/query attention.
         attention_query: for ``"attention"``: use a learned context vector (HAN style).
+        word_dropout: in training, replace each token by ``<unk>`` (id 1) with this
+            probability, so the model cannot lean on a few memorised words.
 
     Shapes:
         ids ``(B, L)`` long, lengths ``(B,)`` -> logits ``(B, num_classes)``;
@@ -60,6 +62,7 @@ class TextClassifier(nn.Module):
         dropout: float = 0.0,
         attention_hidden: int = 64,
         attention_query: bool = False,
+        word_dropout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -68,6 +71,7 @@ class TextClassifier(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         factory = {"device": device, "dtype": dtype}
         self.pooling = pooling
+        self.word_dropout = word_dropout
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0, **factory)
         self.encoder = nn.LSTM(
             embedding_dim, hidden_size, batch_first=True, bidirectional=bidirectional, **factory
@@ -114,6 +118,9 @@ class TextClassifier(nn.Module):
                 f"expected ids (B, L) and lengths (B,), got {tuple(ids.shape)} "
                 f"and {tuple(lengths.shape)}"
             )
+        if self.training and self.word_dropout > 0:
+            dropped = torch.rand(ids.shape, device=ids.device) < self.word_dropout
+            ids = ids.masked_fill(dropped & (ids != 0), 1)
         embedded = self.dropout(self.embedding(ids))
         packed = pack_padded_sequence(
             embedded, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
