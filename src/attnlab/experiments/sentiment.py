@@ -28,7 +28,12 @@ from attnlab.interpret import TextAttentionExample, plot_token_weights, write_hi
 from attnlab.models import TextClassifier
 from attnlab.train import evaluate, fit, load_checkpoint, make_generator, seed_everything
 
-MODELS = {"lstm": "last", "lstm-attention": "attention", "lstm-additive": "additive"}
+MODELS = {
+    "lstm": "last",
+    "lstm-attention": "attention",
+    "lstm-additive": "additive",
+    "lstm-luong": "luong",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class SentimentConfig:
         bidirectional: run the LSTM both ways.
         attention_hidden: size of the attention's tanh layer.
         dropout: dropout on embeddings and on the pooled vector.
+        word_dropout: probability of replacing a training token by <unk>.
         epochs: maximum epochs per run.
         patience: epochs without improvement of the monitored metric before stopping.
         monitor: validation metric that picks the best epoch (loss is steadier than
@@ -60,12 +66,13 @@ class SentimentConfig:
 
     dataset: Literal["uci", "uci-all", "rotten-tomatoes"] = "uci"
     seeds: int = 5
-    models: tuple[str, ...] = ("lstm", "lstm-attention", "lstm-additive")
+    models: tuple[str, ...] = tuple(MODELS)
     embedding_dim: int = 32
     hidden_size: int = 100
     bidirectional: bool = False
     attention_hidden: int = 64
     dropout: float = 0.5
+    word_dropout: float = 0.1
     epochs: int = 30
     patience: int = 6
     monitor: Literal["loss", "accuracy"] = "loss"
@@ -118,6 +125,7 @@ def _build(cfg: SentimentConfig, model: str, vocab_size: int, classes: int) -> T
         pooling=MODELS[model],
         bidirectional=cfg.bidirectional,
         dropout=cfg.dropout,
+        word_dropout=cfg.word_dropout,
         attention_hidden=cfg.attention_hidden,
     )
 

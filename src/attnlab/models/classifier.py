@@ -9,10 +9,10 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnlab.masks import lengths_to_mask
-from attnlab.nn import AdditiveAttention, AttentionPooling
+from attnlab.nn import AdditiveAttention, AttentionPooling, LuongAttention
 
-Pooling = Literal["last", "attention", "additive"]
-POOLINGS = ("last", "attention", "additive")
+Pooling = Literal["last", "attention", "additive", "luong"]
+POOLINGS = ("last", "attention", "additive", "luong")
 
 
 class TextClassifier(nn.Module):
@@ -22,7 +22,11 @@ class TextClassifier(nn.Module):
     * ``"attention"``: :class:`~attnlab.nn.AttentionPooling` (the tutorial's layer,
       masked, optionally with a learned query);
     * ``"additive"``: :class:`~attnlab.nn.AdditiveAttention` (Bahdanau) with a learned
-      query vector.
+      query vector;
+    * ``"luong"``: :class:`~attnlab.nn.LuongAttention` (``general``) with the final
+      state as the query, combined as Luong's attentional state
+      ``tanh(W_c [c; h_T])``, so the context adds to the last state instead of
+      replacing it.
 
     The defaults are the tutorial's sizes: Embedding(32) -> LSTM(100) -> Linear.
 
@@ -86,6 +90,9 @@ class TextClassifier(nn.Module):
         elif pooling == "additive":
             self.attention = AdditiveAttention(width, width, attention_hidden, **factory)
             self.query = nn.Parameter(torch.randn(width, **factory) * width**-0.5)
+        elif pooling == "luong":
+            self.attention = LuongAttention(width, score="general", **factory)
+            self.combine = nn.Linear(2 * width, width, **factory)
         self.classifier = nn.Linear(width, num_classes, **factory)
         self.reset_parameters()
 
@@ -142,9 +149,12 @@ class TextClassifier(nn.Module):
             pooled = last
         elif self.pooling == "attention":
             pooled, weights = self.attention(states, mask=mask, need_weights=need_weights)
-        else:
+        elif self.pooling == "additive":
             query = self.query.expand(ids.shape[0], -1)
             pooled, weights = self.attention(query, states, mask=mask, need_weights=need_weights)
+        else:
+            context, weights = self.attention(last, states, mask=mask, need_weights=need_weights)
+            pooled = torch.tanh(self.combine(torch.cat([context, last], dim=-1)))
         return self.classifier(self.dropout(pooled)), weights
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
