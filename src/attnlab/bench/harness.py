@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Timing", "environment", "time_interleaved", "peak_memory_mib"]
+__all__ = ["Timing", "environment", "paired_ratio", "peak_memory_mib", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,21 @@ class Timing:
     low: float
     high: float
     rounds: int
+    samples: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, float]:
         """Plain dict for JSON."""
         return asdict(self)
+
+
+def paired_ratio(numerator: Timing, denominator: Timing) -> float:
+    """Median over rounds of ``numerator_i / denominator_i``.
+
+    Both were timed in the same rounds (:func:`time_interleaved`), so a slow spell of
+    the machine cancels out of each round's ratio instead of skewing one median.
+    """
+    pairs = zip(numerator.samples, denominator.samples)
+    return statistics.median(a / b for a, b in pairs)
 
 
 def _git_commit() -> str | None:
@@ -95,7 +106,10 @@ def time_interleaved(
             elapsed = time.perf_counter() - start
             if r >= warmup:
                 samples[name].append(elapsed)
-    return {n: Timing(statistics.median(s), min(s), max(s), len(s)) for n, s in samples.items()}
+    return {
+        n: Timing(statistics.median(s), min(s), max(s), len(s), tuple(s))
+        for n, s in samples.items()
+    }
 
 
 def peak_memory_mib(point: dict[str, object], *, timeout: float = 600.0) -> float:
