@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -12,9 +12,11 @@ from attnlab.functional.scores import Score
 CAUSAL_ALIGNMENTS = ("upper_left", "lower_right")
 
 
-@dataclass(frozen=True, eq=False)
-class Problem:
+class Problem(NamedTuple):
     """Prepared inputs of one call: engines read this and nothing else.
+
+    A named tuple rather than a frozen dataclass: it is built on every call, and the
+    dispatch overhead over bare SDPA must stay unmeasurable.
 
     Attributes:
         q: prepared queries ``(B, H, Lq, D')``.

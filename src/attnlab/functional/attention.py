@@ -84,9 +84,8 @@ def _check_broadcast(name: str, t: Tensor, shape: tuple[int, int, int, int]) -> 
         )
 
 
-def _check_inputs(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, dropout_p: float
-) -> None:
+def _explain_bad_tensors(q: object, k: object, v: object) -> None:
+    """Raise the one-line error that says what is wrong with q, k or v."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -98,11 +97,28 @@ def _check_inputs(
             raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3]:
-        raise ValueError(
-            f"shapes do not match: q {tuple(q.shape)} = (B, H, Lq, D), "
-            f"k {tuple(k.shape)} = (B, H, Lk, D), v {tuple(v.shape)} = (B, H, Lk, Dv)"
+    raise ValueError(
+        f"shapes do not match: q {tuple(q.shape)} = (B, H, Lq, D), "
+        f"k {tuple(k.shape)} = (B, H, Lk, D), v {tuple(v.shape)} = (B, H, Lk, Dv)"
+    )
+
+
+def _check_inputs(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, dropout_p: float
+) -> None:
+    # One cheap test for the common, valid call; the diagnosis only on failure.
+    try:
+        valid = (
+            q.dim() == k.dim() == v.dim() == 4
+            and q.dtype == k.dtype == v.dtype
+            and q.is_floating_point()
+            and q.shape[:2] == k.shape[:2]
+            and k.shape[:3] == v.shape[:3]
         )
+    except AttributeError:
+        valid = False
+    if not valid:
+        _explain_bad_tensors(q, k, v)
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     if mask is not None:
         if mask.dtype != torch.bool:
