@@ -65,3 +65,51 @@ def attend(
         context = context.squeeze(1)
         weights = None if weights is None else weights.squeeze(1)
     return context, weights
+
+
+def attend_source(
+    query: Tensor,
+    keys: Tensor,
+    values: Tensor | None,
+    score: Score,
+    *,
+    query_size: int,
+    key_size: int,
+    mask: Tensor | None,
+    need_weights: bool,
+    keys_prepared: bool,
+    projected_keys: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Forward of an encoder-decoder attention module: checks, default values, core.
+
+    Args:
+        query: ``(B, Lq, Dq)`` or ``(B, Dq)``.
+        keys: ``(B, Lk, Dk)``, or the module's prepared keys.
+        values: ``(B, Lk, Dv)``; None means the keys themselves.
+        score: the module's score function.
+        query_size: expected ``Dq``.
+        key_size: expected ``Dk`` of raw keys.
+        mask: ``(B, Lk)`` or ``(B, Lq, Lk)``, True = may attend.
+        need_weights: also return the weights.
+        keys_prepared: ``keys`` came from the module's ``prepare_keys``.
+        projected_keys: prepared keys are projections (so they cannot double as values).
+    """
+    check_features("query", query, query_size, (2, 3))
+    if values is None:
+        if keys_prepared and projected_keys:
+            raise ValueError(
+                "pass values= with keys_prepared=True: prepared keys are projections, "
+                "not the source states to average"
+            )
+        values = keys
+    if not keys_prepared:
+        check_features("keys", keys, key_size, (3,))
+    return attend(
+        query,
+        keys,
+        values,
+        score,
+        mask=mask,
+        need_weights=need_weights,
+        keys_prepared=keys_prepared,
+    )

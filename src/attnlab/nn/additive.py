@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.functional import Additive
-from attnlab.nn._common import attend, check_features
+from attnlab.nn._common import attend_source, check_features
 
 
 class AdditiveAttention(nn.Module):
@@ -78,24 +78,17 @@ class AdditiveAttention(nn.Module):
         keys_prepared: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` over ``keys``; returns ``(context, weights | None)``."""
-        check_features("query", query, self.query_size, (2, 3))
-        if values is None:
-            if keys_prepared:
-                raise ValueError(
-                    "pass values= with keys_prepared=True: prepared keys are "
-                    "projections, not the annotations to average"
-                )
-            values = keys
-        if not keys_prepared:
-            check_features("keys", keys, self.key_size, (3,))
-        return attend(
+        return attend_source(
             query,
             keys,
             values,
             self.score(),
+            query_size=self.query_size,
+            key_size=self.key_size,
             mask=mask,
             need_weights=need_weights,
             keys_prepared=keys_prepared,
+            projected_keys=True,
         )
 
     def extra_repr(self) -> str:

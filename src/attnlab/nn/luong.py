@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.functional import Additive, Dot, General, Location, Score
-from attnlab.nn._common import attend, check_features
+from attnlab.nn._common import attend_source, check_features
 
 LuongScore = Literal["dot", "general", "concat", "location"]
 LUONG_SCORES = ("dot", "general", "concat", "location")
@@ -117,24 +117,17 @@ class LuongAttention(nn.Module):
         keys_prepared: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` over ``keys``; returns ``(context, weights | None)``."""
-        check_features("query", query, self.query_size, (2, 3))
-        if values is None:
-            if keys_prepared and self.score_name == "concat":
-                raise ValueError(
-                    "pass values= with keys_prepared=True: prepared concat keys are "
-                    "projections, not the source states to average"
-                )
-            values = keys
-        if not keys_prepared:
-            check_features("keys", keys, self.key_size, (3,))
-        return attend(
+        return attend_source(
             query,
             keys,
             values,
             self.score(),
+            query_size=self.query_size,
+            key_size=self.key_size,
             mask=mask,
             need_weights=need_weights,
             keys_prepared=keys_prepared,
+            projected_keys=self.score_name == "concat",
         )
 
     def extra_repr(self) -> str:
