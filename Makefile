@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/attnlab run sentiment --dataset rotten-tomatoes --seeds 1 --overwrite --out runs/demo
+	$(BIN)/attnlab run sentiment --dataset rotten-tomatoes --seeds 1 --patience 2 --batch-size 64 --overwrite --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests
