@@ -72,3 +72,16 @@ def test_real_uci_one_seed_beats_chance(tmp_path):
     out = run_experiment("sentiment", cfg, out=tmp_path / "run")
     acc = json.loads((out / "results.json").read_text())["results"][0]["metrics"]["test_accuracy"]
     assert acc["mean"] > 0.7
+
+
+def test_cli_runs_the_experiment_with_flags_from_its_config(toy, tmp_path):
+    from attnlab.cli.main import main
+
+    out = tmp_path / "cli-run"
+    argv = ["run", "sentiment", "--seeds", "1", "--epochs", "2", "--models", "lstm", "lstm-luong"]
+    argv += ["--word-dropout", "0.2", "--monitor", "accuracy", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["word_dropout"] == 0.2 and results["config"]["monitor"] == "accuracy"
+    assert [r["model"] for r in results["results"]] == ["lstm", "lstm-luong"]
+    assert main(argv) == 2  # a finished run is not overwritten without --overwrite
