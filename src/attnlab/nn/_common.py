@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnlab.functional import AttentionOutput, Score, attention
 
@@ -113,3 +113,49 @@ def attend_source(
         need_weights=need_weights,
         keys_prepared=keys_prepared,
     )
+
+
+class SourceAttention(nn.Module):
+    """Base of the encoder-decoder attention modules (a query attends over source states).
+
+    Subclasses set ``query_size`` and ``key_size`` and implement :meth:`score`;
+    ``projected_keys`` says whether prepared keys are projections (so they cannot
+    double as values).
+    """
+
+    query_size: int
+    key_size: int
+    projected_keys: bool = True
+
+    def score(self) -> Score:
+        """The score function with this module's parameters."""
+        raise NotImplementedError
+
+    def prepare_keys(self, keys: Tensor) -> Tensor:
+        """Keys in the space the score compares, computed once per source sequence."""
+        check_features("keys", keys, self.key_size, (3,))
+        return self.score().prepare_keys(keys)
+
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+        keys_prepared: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` over ``keys``; returns ``(context, weights | None)``."""
+        return attend_source(
+            query,
+            keys,
+            values,
+            self.score(),
+            query_size=self.query_size,
+            key_size=self.key_size,
+            mask=mask,
+            need_weights=need_weights,
+            keys_prepared=keys_prepared,
+            projected_keys=self.projected_keys,
+        )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from attnlab.functional import Additive
-from attnlab.nn._common import attend_source, check_features
+from attnlab.nn._common import SourceAttention
 
 
-class AdditiveAttention(nn.Module):
+class AdditiveAttention(SourceAttention):
     r"""Additive attention of Bahdanau et al. 2015.
 
     From "Neural Machine Translation by Jointly Learning to Align and Translate".
@@ -61,35 +61,6 @@ class AdditiveAttention(nn.Module):
     def score(self) -> Additive:
         """The score function with this module's parameters."""
         return Additive(self.v, self.query_proj.weight, self.key_proj.weight, self.key_proj.bias)
-
-    def prepare_keys(self, keys: Tensor) -> Tensor:
-        """Project keys once (``W_k h + b``) for reuse across decoder steps."""
-        check_features("keys", keys, self.key_size, (3,))
-        return self.key_proj(keys)
-
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor | None = None,
-        *,
-        mask: Tensor | None = None,
-        need_weights: bool = False,
-        keys_prepared: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Attend from ``query`` over ``keys``; returns ``(context, weights | None)``."""
-        return attend_source(
-            query,
-            keys,
-            values,
-            self.score(),
-            query_size=self.query_size,
-            key_size=self.key_size,
-            mask=mask,
-            need_weights=need_weights,
-            keys_prepared=keys_prepared,
-            projected_keys=True,
-        )
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from attnlab.functional import Additive, Dot, General, Location, Score
-from attnlab.nn._common import attend_source, check_features
+from attnlab.nn._common import SourceAttention
 
 LuongScore = Literal["dot", "general", "concat", "location"]
 LUONG_SCORES = ("dot", "general", "concat", "location")
 
 
-class LuongAttention(nn.Module):
+class LuongAttention(SourceAttention):
     r"""Multiplicative attention of Luong et al. 2015: dot, general, concat, location.
 
     From "Effective Approaches to Attention-based Neural Machine Translation".
@@ -101,34 +101,10 @@ class LuongAttention(nn.Module):
             return Location(self.location.weight, self.location.bias)
         return Dot()
 
-    def prepare_keys(self, keys: Tensor) -> Tensor:
-        """Keys in the space the score compares (projected for ``concat``), for reuse."""
-        check_features("keys", keys, self.key_size, (3,))
-        return self.score().prepare_keys(keys)
-
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor | None = None,
-        *,
-        mask: Tensor | None = None,
-        need_weights: bool = False,
-        keys_prepared: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Attend from ``query`` over ``keys``; returns ``(context, weights | None)``."""
-        return attend_source(
-            query,
-            keys,
-            values,
-            self.score(),
-            query_size=self.query_size,
-            key_size=self.key_size,
-            mask=mask,
-            need_weights=need_weights,
-            keys_prepared=keys_prepared,
-            projected_keys=self.score_name == "concat",
-        )
+    @property
+    def projected_keys(self) -> bool:
+        """Only ``concat`` projects keys; other prepared keys are the states themselves."""
+        return self.score_name == "concat"
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""
