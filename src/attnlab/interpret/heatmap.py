@@ -162,10 +162,12 @@ def plot_alignment(
         weights: (Lq, Lk); len(y_tokens) == Lq; len(x_tokens) == Lk.
 
     Example:
+        >>> import tempfile, pathlib, torch
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "align.png"
         >>> w = torch.softmax(torch.randn(3, 4), dim=-1)
         >>> plot_alignment(w, x_tokens=["le", "chat", "dort", "."],
-        ...                y_tokens=["the", "cat", "sleeps"], path="align.png")
-        PosixPath('align.png')
+        ...                y_tokens=["the", "cat", "sleeps"], path=path).name
+        'align.png'
     """
     fig = alignment_figure(
         weights,
@@ -303,8 +305,10 @@ def plot_token_weights(
 
     Example:
         >>> caption = "true: positive, predicted: positive (0.93)"
-        >>> plot_token_weights([(["a", "fine", "film"], [0.1, 0.7, 0.2], caption)], "s.png")
-        PosixPath('s.png')
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "s.png"
+        >>> plot_token_weights([(["a", "fine", "film"], [0.1, 0.7, 0.2], caption)], out).name
+        's.png'
     """
     fig = token_weights_figure(
         rows, title=title, max_tokens=max_tokens, normalize=normalize, cmap=cmap, dpi=dpi

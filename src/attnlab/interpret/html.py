@@ -172,8 +172,10 @@ def write_highlight_html(
         The path written.
 
     Example:
-        >>> write_highlight_html([TextAttentionExample(["hi"], [1.0])], "a.html", title="t")
-        PosixPath('a.html')
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "a.html"
+        >>> write_highlight_html([TextAttentionExample(["hi"], [1.0])], out, title="t").name
+        'a.html'
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,18 @@ the model is called as `model(*batch[:-1])` and returns logits `(B, C)`. Tensors
 the batch are moved to the device of the model's first parameter.
 
 Example:
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from attnlab.train import fit, seed_everything
     >>> g = seed_everything(0)
-    >>> train = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=g)
-    >>> result = fit(model, train, val, optimizer=torch.optim.Adam(model.parameters()),
-    ...              epochs=10, patience=3, checkpoint_dir=Path("runs/demo"), resume=True)
-    >>> result.best_metrics["val_accuracy"]
-    0.97
+    >>> x = torch.randn(64, 2)
+    >>> y = (x[:, 0] > 0).long()
+    >>> model = torch.nn.Linear(2, 2)
+    >>> data = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=g)
+    >>> result = fit(model, data, data, optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
+    ...              epochs=5, progress=False)
+    >>> result.best_metrics["val_accuracy"] > 0.8
+    True
 """
 
 from __future__ import annotations
