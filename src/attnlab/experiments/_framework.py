@@ -36,7 +36,11 @@ __all__ = [
 ]
 
 # Modules that register the shipped experiments when imported; see `_load_builtin`.
-BUILTIN: tuple[str, ...] = ("attnlab.experiments.sentiment",)
+BUILTIN: tuple[str, ...] = (
+    "attnlab.experiments.han",
+    "attnlab.experiments.sentiment",
+    "attnlab.experiments.translate",
+)
 
 _RESERVED = ("model", "metrics", "parameters", "seconds")
 
