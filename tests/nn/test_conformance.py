@@ -23,6 +23,23 @@ CASES = {
             torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w
         ),
     ),
+    "local": (
+        lambda **f: __import__("attnlab.nn", fromlist=["x"]).LocalAttention(
+            DQ, DK, half_width=2, mode="monotonic", **f
+        ),
+        lambda m, k, mask, w: m(
+            torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w
+        ),
+    ),
+    "hard": (
+        lambda **f: __import__("attnlab.nn", fromlist=["x"]).HardAttention(
+            __import__("attnlab.nn", fromlist=["x"]).LuongAttention(DQ, DK, score="general", **f),
+            estimator="gumbel",
+        ),
+        lambda m, k, mask, w: tuple(
+            m(torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w)[:2]
+        ),
+    ),
     "attention-pooling": (
         lambda **f: __import__("attnlab.nn", fromlist=["x"]).AttentionPooling(DK, query=True, **f),
         lambda m, k, mask, w: m(k, mask=mask, need_weights=w),

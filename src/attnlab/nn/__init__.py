@@ -1,6 +1,8 @@
 """Thin attention modules: they own parameters and call :mod:`attnlab.functional`."""
 
 from attnlab.nn.additive import AdditiveAttention
+from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBaseline
+from attnlab.nn.local import LocalAttention
 from attnlab.nn.luong import LuongAttention
 from attnlab.nn.pooling import AttentionPooling
 
@@ -8,7 +10,18 @@ from attnlab.nn.pooling import AttentionPooling
 MECHANISMS = {
     "additive": AdditiveAttention,
     "luong": LuongAttention,
+    "local": LocalAttention,
+    "hard": HardAttention,
     "attention-pooling": AttentionPooling,
 }
 
-__all__ = ["AdditiveAttention", "AttentionPooling", "LuongAttention", "MECHANISMS"]
+__all__ = [
+    "AdditiveAttention",
+    "AttentionPooling",
+    "HardAttention",
+    "HardAttentionOutput",
+    "LocalAttention",
+    "LuongAttention",
+    "MECHANISMS",
+    "MovingAverageBaseline",
+]

@@ -1,0 +1,170 @@
+"""Hard (stochastic) attention around any soft attention module, and its REINFORCE baseline."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.functional.hard import (
+    gumbel_straight_through,
+    log_prob_and_entropy,
+    sample_one_hot,
+)
+
+HardEstimator = Literal["reinforce", "gumbel"]
+HardEvaluation = Literal["argmax", "expectation"]
+
+
+class HardAttentionOutput(NamedTuple):
+    """What :class:`HardAttention` returns.
+
+    Attributes:
+        context: the value at the chosen position(s), ``(B, [Lq,] Dv)``.
+        weights: the distribution the position was drawn from (when asked), else None.
+        log_prob: ``log alpha`` of the chosen position, ``(B, [Lq])``, for REINFORCE.
+        entropy: entropy of the distribution, ``(B, [Lq])``.
+    """
+
+    context: Tensor
+    weights: Tensor | None
+    log_prob: Tensor
+    entropy: Tensor
+
+
+class HardAttention(nn.Module):
+    r"""Stochastic hard attention (Xu et al. 2015, "Show, Attend and Tell", 4.1).
+
+    The wrapped soft attention gives :math:`\alpha`; in training one position
+    :math:`s \sim \mathrm{Cat}(\alpha)` is chosen and its value is the context.
+
+    * ``estimator="reinforce"``: the sample carries no gradient; train the scores by
+      adding :func:`attnlab.functional.hard.reinforce_loss` of ``log_prob`` (with a
+      :class:`MovingAverageBaseline` and an entropy bonus) to the loss.
+    * ``estimator="gumbel"``: Gumbel-max sample forward, Gumbel-softmax gradient
+      backward (straight-through), temperature ``temperature``.
+
+    In evaluation the context is the value at ``argmax alpha`` or, with
+    ``evaluation="expectation"``, the soft average :math:`\sum_s \alpha_s v_s`.
+
+    Args:
+        attention: a soft attention module called as
+            ``attention(query, keys, values, mask=..., need_weights=True, ...)``.
+        estimator: ``"reinforce"`` or ``"gumbel"``.
+        temperature: Gumbel-softmax temperature.
+        evaluation: ``"argmax"`` or ``"expectation"``.
+
+    Shapes:
+        as the wrapped module; see :class:`HardAttentionOutput`.
+
+    Example:
+        >>> from attnlab.nn import LuongAttention
+        >>> hard = HardAttention(LuongAttention(4, score="general"))
+        >>> out = hard(torch.randn(2, 4), torch.randn(2, 6, 4))
+        >>> out.context.shape, out.log_prob.shape
+        (torch.Size([2, 4]), torch.Size([2]))
+    """
+
+    def __init__(
+        self,
+        attention: nn.Module,
+        *,
+        estimator: HardEstimator = "reinforce",
+        temperature: float = 1.0,
+        evaluation: HardEvaluation = "argmax",
+    ) -> None:
+        super().__init__()
+        if estimator not in ("reinforce", "gumbel"):
+            raise ValueError(f"estimator must be 'reinforce' or 'gumbel'; got {estimator!r}")
+        if evaluation not in ("argmax", "expectation"):
+            raise ValueError(f"evaluation must be 'argmax' or 'expectation'; got {evaluation!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature!r}")
+        self.attention, self.estimator = attention, estimator
+        self.temperature, self.evaluation = temperature, evaluation
+
+    def prepare_keys(self, keys: Tensor) -> Tensor:
+        """Delegates to the wrapped module."""
+        return self.attention.prepare_keys(keys)
+
+    def choose(self, weights: Tensor) -> Tensor:
+        """The (one-hot, or soft in evaluation by expectation) selection over positions."""
+        if self.training:
+            if self.estimator == "gumbel":
+                return gumbel_straight_through(weights, self.temperature)
+            return sample_one_hot(weights)
+        if self.evaluation == "expectation":
+            return weights
+        best = torch.zeros_like(weights).scatter_(-1, weights.argmax(-1, keepdim=True), 1.0)
+        return best * (weights.sum(-1, keepdim=True) > 0)
+
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+        keys_prepared: bool = False,
+        **kwargs: object,
+    ) -> HardAttentionOutput:
+        """Choose a source position per query; see the class docstring."""
+        _, weights = self.attention(
+            query,
+            keys,
+            values,
+            mask=mask,
+            need_weights=True,
+            keys_prepared=keys_prepared,
+            **kwargs,
+        )
+        assert weights is not None
+        selection = self.choose(weights)
+        source = keys if values is None else values
+        if selection.dim() == 2:
+            context = (selection.unsqueeze(1) @ source).squeeze(1)
+        else:
+            context = selection @ source
+        log_prob, entropy = log_prob_and_entropy(weights, selection)
+        return HardAttentionOutput(context, weights if need_weights else None, log_prob, entropy)
+
+    def extra_repr(self) -> str:
+        """Constructor arguments shown by ``repr``."""
+        return (
+            f"estimator={self.estimator!r}, temperature={self.temperature}, "
+            f"evaluation={self.evaluation!r}"
+        )
+
+
+class MovingAverageBaseline(nn.Module):
+    """Exponential moving average of the reward, the REINFORCE baseline of Xu et al. 2015.
+
+    ``b <- momentum * b + (1 - momentum) * mean(reward)``; the first update sets ``b``.
+    Kept as buffers, so it is saved and restored with the model.
+
+    Example:
+        >>> b = MovingAverageBaseline(momentum=0.5)
+        >>> b.update(torch.tensor([2.0])), b.update(torch.tensor([4.0]))
+        (tensor(2.), tensor(3.))
+    """
+
+    def __init__(self, momentum: float = 0.9) -> None:
+        super().__init__()
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
+        self.momentum = momentum
+        self.register_buffer("value", torch.zeros(()))
+        self.register_buffer("started", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def update(self, reward: Tensor) -> Tensor:
+        """Fold in a batch of rewards and return the new baseline."""
+        mean = reward.detach().float().mean()
+        if bool(self.started):
+            self.value.mul_(self.momentum).add_((1 - self.momentum) * mean)
+        else:
+            self.value.copy_(mean)
+            self.started.fill_(True)
+        return self.value.clone()
