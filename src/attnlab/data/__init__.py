@@ -5,6 +5,9 @@
 - :mod:`attnlab.data.sentiment`: the UCI and Rotten Tomatoes sentiment corpora,
   by name through :func:`load_sentiment`.
 - :mod:`attnlab.data.text`: tokenizer, :class:`Vocab` and stratified splits.
+- :mod:`attnlab.data.translation`, :mod:`attnlab.data.subword`, :mod:`attnlab.data.bleu`:
+  Multi30k and parallel files, SentencePiece subwords, sacreBLEU scoring.
+- :mod:`attnlab.data.synthetic`: tasks with a known alignment, for tests.
 
 Example:
     >>> corpus = load_sentiment("uci")  # doctest: +SKIP
@@ -13,6 +16,7 @@ Example:
     >>> ids, lengths = vocab.encode([corpus.texts[i] for i in val], max_len=64)  # doctest: +SKIP
 """
 
+from attnlab.data.bleu import bleu_signature, corpus_bleu
 from attnlab.data.sentiment import (
     SENTIMENT_CLASSES,
     SENTIMENT_DATASETS,
@@ -30,9 +34,32 @@ from attnlab.data.sources import (
     resolve,
     sha256_file,
 )
+from attnlab.data.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTokenizer
+from attnlab.data.synthetic import AlignedBatch, copy_task
 from attnlab.data.text import PAD, UNK, Vocab, split_indices, tokenize
+from attnlab.data.translation import (
+    MULTI30K_LANGUAGES,
+    MULTI30K_SPLITS,
+    ParallelCorpus,
+    load_multi30k,
+    read_parallel,
+)
 
 __all__ = [
+    "AlignedBatch",
+    "BOS_ID",
+    "EOS_ID",
+    "MULTI30K_LANGUAGES",
+    "MULTI30K_SPLITS",
+    "PAD_ID",
+    "ParallelCorpus",
+    "SubwordTokenizer",
+    "UNK_ID",
+    "bleu_signature",
+    "copy_task",
+    "corpus_bleu",
+    "load_multi30k",
+    "read_parallel",
     "PAD",
     "SENTIMENT_CLASSES",
     "SENTIMENT_DATASETS",
