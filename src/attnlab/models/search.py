@@ -1,0 +1,186 @@
+"""Batched beam search (and greedy search, its beam of one) for :class:`Seq2Seq`.
+
+Every sentence of the batch keeps ``beam_size`` hypotheses. A hypothesis that emits
+EOS is finished: it keeps its score and only extends with padding at no cost, so it
+competes with the live ones until all are finished or ``max_len`` is reached. The
+winner maximises the length-normalised score ``log p(y) / |y|^alpha`` (Wu et al.
+2016 use a smoothed variant; ``alpha = 0`` is the raw log-probability). The attention
+weights of the winner, one row per target token, come back with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attnlab.models.seq2seq import Seq2Seq
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A decoded sentence: token ids (without BOS/EOS), its score, its attention weights."""
+
+    tokens: list[int]
+    score: float
+    weights: Tensor | None  # (len(tokens) + 1, S): one row per emitted token, EOS included
+
+
+@torch.no_grad()
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 5,
+    max_len: int = 80,
+    length_penalty: float = 1.0,
+    need_weights: bool = True,
+) -> list[Hypothesis]:
+    """Decode a source batch with beam search.
+
+    Args:
+        model: the trained model (put in eval mode here, restored after).
+        src: ``(B, S)`` source ids.
+        src_lengths: ``(B,)`` real source lengths.
+        bos_id: start symbol fed at the first step.
+        eos_id: end symbol.
+        beam_size: hypotheses per sentence; 1 is greedy search.
+        max_len: most target tokens per sentence, EOS included.
+        length_penalty: ``alpha`` of the normalisation ``score / len^alpha``.
+        need_weights: also return the winner's attention weights (None for ``"none"``).
+
+    Returns:
+        One :class:`Hypothesis` per source sentence, in order.
+
+    Example:
+        >>> model = Seq2Seq(9, 9, attention="luong-dot", embedding_dim=4, hidden_size=4)
+        >>> hyps = beam_search(model, torch.tensor([[3, 4, 5]]), torch.tensor([3]),
+        ...                    bos_id=1, eos_id=2, beam_size=2, max_len=4)
+        >>> len(hyps), hyps[0].weights.shape[1]
+        (1, 3)
+    """
+    if beam_size < 1 or max_len < 1:
+        raise ValueError(f"beam_size and max_len must be >= 1; got {beam_size}, {max_len}")
+    was_training = model.training
+    model.eval()
+    try:
+        return _search(
+            model,
+            src,
+            src_lengths,
+            bos_id,
+            eos_id,
+            beam_size,
+            max_len,
+            length_penalty,
+            need_weights,
+        )
+    finally:
+        model.train(was_training)
+
+
+def greedy_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: int = 80,
+    need_weights: bool = True,
+) -> list[Hypothesis]:
+    """Greedy decoding: :func:`beam_search` with a beam of one."""
+    return beam_search(
+        model,
+        src,
+        src_lengths,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        beam_size=1,
+        max_len=max_len,
+        length_penalty=0.0,
+        need_weights=need_weights,
+    )
+
+
+def _search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    bos_id: int,
+    eos_id: int,
+    k: int,
+    max_len: int,
+    alpha: float,
+    need_weights: bool,
+) -> list[Hypothesis]:
+    batch, src_len = src.shape
+    rows = torch.arange(batch, device=src.device).repeat_interleave(k)
+    memory = model.encode(src, src_lengths).select(rows)
+    state = model.initial_state(memory)
+    feed = None
+    scores = src.new_full((batch, k), float("-inf"), dtype=torch.float32)
+    scores[:, 0] = 0.0  # one live hypothesis at first, so the k beams do not repeat it
+    tokens = src.new_full((batch * k,), bos_id)
+    finished = torch.zeros(batch * k, dtype=torch.bool, device=src.device)
+    lengths = torch.zeros(batch * k, device=src.device)
+    history = src.new_zeros(batch * k, 0)
+    weights_history = memory.values.new_zeros(batch * k, 0, src_len) if need_weights else None
+    for t in range(max_len):
+        out, state, feed = model.step(memory, tokens, state, feed, t, need_weights=need_weights)
+        log_p = torch.log_softmax(out.logits[:, 0].float(), dim=-1)
+        vocab = log_p.shape[-1]
+        # A finished hypothesis extends only with padding, at no cost.
+        done_row = torch.full_like(log_p[0], float("-inf"))
+        done_row[model.pad_id] = 0.0
+        log_p = torch.where(finished.unsqueeze(-1), done_row, log_p)
+        total = (scores.view(-1, 1) + log_p).view(batch, k * vocab)
+        scores, flat = total.topk(k, dim=-1)
+        beam = flat // vocab
+        tokens = (flat % vocab).view(-1)
+        origin = (beam + torch.arange(batch, device=src.device).unsqueeze(-1) * k).view(-1)
+        state = _select_state(state, origin)
+        feed = None if feed is None else feed.index_select(0, origin)
+        was_finished = finished.index_select(0, origin)
+        finished = was_finished | (tokens == eos_id)
+        lengths = lengths.index_select(0, origin) + (~was_finished).float()
+        history = torch.cat([history.index_select(0, origin), tokens.unsqueeze(-1)], dim=-1)
+        if weights_history is not None and out.weights is not None:
+            step_w = out.weights[:, 0].index_select(0, origin)
+            weights_history = torch.cat(
+                [weights_history.index_select(0, origin), step_w.unsqueeze(1)], dim=1
+            )
+        if bool(finished.all()):
+            break
+    normalised = scores.view(-1) / lengths.clamp(min=1) ** alpha
+    best = normalised.view(batch, k).argmax(-1) + torch.arange(batch, device=src.device) * k
+    return [
+        _hypothesis(
+            history[i],
+            int(lengths[i]),
+            float(normalised[i]),
+            eos_id,
+            weights_history[i]
+            if weights_history is not None and model.attention is not None
+            else None,
+        )
+        for i in best.tolist()
+    ]
+
+
+def _hypothesis(
+    ids: Tensor, length: int, score: float, eos_id: int, w: Tensor | None
+) -> Hypothesis:
+    ids = ids[:length].tolist()
+    words = ids[:-1] if ids and ids[-1] == eos_id else ids
+    return Hypothesis(words, score, None if w is None else w[:length].clone())
+
+
+def _select_state(state: Tensor | tuple[Tensor, Tensor], index: Tensor):
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, index) for s in state)
+    return state.index_select(1, index)
