@@ -1,0 +1,343 @@
+"""Multi30k translation with RNN encoder-decoders: no attention, Bahdanau, Luong, hard.
+
+Trains :class:`attnlab.models.Seq2Seq` on Multi30k task 1 (29,000 image captions) under
+a wall-clock budget, then scores detokenised beam-search output with sacreBLEU (its
+default settings) on ``test_2016_flickr``, reports teacher-forced test perplexity,
+greedy (beam 1) BLEU beside beam BLEU, and draws source x target word alignments.
+
+Run: ``attnlab run translate --src de --tgt en --attention luong-general
+--budget-minutes 60``; ``--compare`` trains every variant at the same budget and adds
+one picture with all their alignments of one sentence.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from attnlab.data.bleu import bleu_signature, corpus_bleu
+from attnlab.data.subword import SubwordTokenizer
+from attnlab.data.translation import ParallelCorpus, load_multi30k
+from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments._translate_eval import draw_alignments, draw_comparison, perplexity
+from attnlab.models.search import beam_search
+from attnlab.models.seq2seq import ATTENTIONS, Seq2Seq
+from attnlab.train import seed_everything
+from attnlab.train.budget import fit_budget
+
+Language = Literal["de", "en", "fr"]
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    """Settings of the translation experiment.
+
+    Attributes:
+        src: source language.
+        tgt: target language.
+        attention: the variant trained (ignored with --compare).
+        compare: train every variant in `variants` at the same budget.
+        variants: the variants of --compare.
+        budget_minutes: training budget per model (training plus validation).
+        max_epochs: most epochs per model.
+        patience: epochs without validation improvement before stopping.
+        rnn: gru or lstm.
+        embedding_dim: token embedding size.
+        hidden_size: decoder state size (encoder: half per direction).
+        layers: RNN layers.
+        dropout: dropout on embeddings and before the output layer.
+        input_feeding: Luong's input feeding (slower: one RNN call per word).
+        half_width: window half-width D of local-m and local-p.
+        vocab_size: subword pieces per language (SentencePiece BPE, one model each).
+        max_len: pieces per sentence; longer ones are cut with a warning.
+        batch_size: sentence pairs per batch (batches group similar lengths).
+        lr: Adam learning rate (halved after an epoch without improvement).
+        label_smoothing: label smoothing of the training loss.
+        beam_size: beam of the reported BLEU (greedy is reported beside it).
+        length_penalty: alpha of the beam's length normalisation score / len^alpha.
+        examples: test sentences drawn as alignment heatmaps per model.
+        train_limit: use only the first N training pairs (0 = all), for quick runs.
+        seed: seed of initialisation and batch order.
+        data_dir: folder with multi30k/ (default: $ATTNLAB_DATA_DIR, then the cache).
+    """
+
+    src: Language = "de"
+    tgt: Language = "en"
+    attention: str = "luong-general"
+    compare: bool = False
+    variants: tuple[str, ...] = ATTENTIONS
+    budget_minutes: float = 60.0
+    max_epochs: int = 30
+    patience: int = 4
+    rnn: Literal["gru", "lstm"] = "gru"
+    embedding_dim: int = 256
+    hidden_size: int = 512
+    layers: int = 1
+    dropout: float = 0.3
+    input_feeding: bool = False
+    half_width: int = 5
+    vocab_size: int = 8000
+    max_len: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    label_smoothing: float = 0.1
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    examples: int = 3
+    train_limit: int = 0
+    seed: int = 0
+    data_dir: str = ""
+
+    def __post_init__(self) -> None:
+        for name in (self.attention, *self.variants):
+            if name not in ATTENTIONS:
+                raise ValueError(
+                    f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}"
+                )
+        if self.src == self.tgt:
+            raise ValueError(f"--src and --tgt must differ; both are {self.src!r}")
+        if not self.budget_minutes > 0 or self.max_epochs < 1 or self.batch_size < 1:
+            raise ValueError("budget_minutes, max_epochs and batch_size must be positive")
+        if self.max_len < 3:
+            raise ValueError(f"max_len must be >= 3 (BOS, a word, EOS); got {self.max_len}")
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The variants this run trains."""
+        return self.variants if self.compare else (self.attention,)
+
+
+@dataclass(frozen=True)
+class Data:
+    """Corpora, tokenizers and encoded tensors of a run."""
+
+    corpora: dict[str, ParallelCorpus]
+    src_tok: SubwordTokenizer
+    tgt_tok: SubwordTokenizer
+    tensors: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@functools.lru_cache(maxsize=1)
+def prepare(cfg: TranslateConfig) -> Data:
+    """Load Multi30k, train (or reuse cached) tokenizers, encode every split."""
+    data_dir = cfg.data_dir or None
+    corpora = {
+        split: load_multi30k(split, cfg.src, cfg.tgt, data_dir=data_dir)
+        for split in ("train", "val", "test_2016_flickr")
+    }
+    train = corpora["train"]
+    if cfg.train_limit:
+        train = ParallelCorpus(
+            train.src[: cfg.train_limit],
+            train.tgt[: cfg.train_limit],
+            train.src_lang,
+            train.tgt_lang,
+            "train",
+        )
+        corpora["train"] = train
+    label = f"multi30k-train{cfg.train_limit or ''}"
+    src_tok = SubwordTokenizer.train_cached(train.src, cfg.vocab_size, name=f"{label}-{cfg.src}")
+    tgt_tok = SubwordTokenizer.train_cached(train.tgt, cfg.vocab_size, name=f"{label}-{cfg.tgt}")
+    tensors = {}
+    for split, corpus in corpora.items():
+        src, src_len = src_tok.encode(corpus.src, cfg.max_len)
+        tgt, tgt_len = tgt_tok.encode(corpus.tgt, cfg.max_len, bos=True, eos=True)
+        tensors[split] = (src, src_len, tgt, tgt_len)
+    return Data(corpora, src_tok, tgt_tok, tensors)
+
+
+def length_batches(
+    tensors: tuple[torch.Tensor, ...], batch_size: int, seed: int | None
+) -> list[tuple[torch.Tensor, ...]]:
+    """Batches of similar source length, trimmed to their longest row, in seeded order.
+
+    Returns ``(src, src_lengths, tgt_in, tgt_out)`` tuples; ``seed=None`` keeps the
+    corpus order (for evaluation).
+    """
+    src, src_len, tgt, tgt_len = tensors
+    order = torch.arange(len(src_len))
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        order = order[torch.randperm(len(order), generator=g)]
+        order = order[torch.sort(src_len[order], stable=True).indices]
+    chunks = list(torch.split(order, batch_size))
+    if seed is not None:
+        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=g).tolist()]
+    out = []
+    for idx in chunks:
+        s_len, t_len = src_len[idx], tgt_len[idx]
+        t = tgt[idx, : int(t_len.max())]
+        out.append((src[idx, : int(s_len.max())], s_len, t[:, :-1], t[:, 1:]))
+    return out
+
+
+def build(cfg: TranslateConfig, attention: str, data: Data) -> Seq2Seq:
+    """The model of one variant."""
+    return Seq2Seq(
+        data.src_tok.vocab_size,
+        data.tgt_tok.vocab_size,
+        attention=attention,
+        rnn=cfg.rnn,
+        embedding_dim=cfg.embedding_dim,
+        hidden_size=cfg.hidden_size,
+        layers=cfg.layers,
+        dropout=cfg.dropout,
+        input_feeding=cfg.input_feeding,
+        half_width=cfg.half_width,
+        max_source_len=cfg.max_len,
+        pad_id=data.src_tok.pad_id,
+    )
+
+
+def translate(
+    model: Seq2Seq, data: Data, split: str, beam_size: int, cfg: TranslateConfig
+) -> tuple[list[str], list]:
+    """Detokenised translations of a split, and the hypotheses (weights included)."""
+    src, src_len, _, _ = data.tensors[split]
+    hyps = []
+    for start in range(0, len(src_len), 100):
+        sl = src_len[start : start + 100]
+        hyps += beam_search(
+            model,
+            src[start : start + 100, : int(sl.max())],
+            sl,
+            bos_id=data.tgt_tok.bos_id,
+            eos_id=data.tgt_tok.eos_id,
+            beam_size=beam_size,
+            max_len=cfg.max_len,
+            length_penalty=cfg.length_penalty,
+        )
+    return data.tgt_tok.decode([h.tokens for h in hyps]), hyps
+
+
+def train_one(cfg: TranslateConfig, data: Data, name: str, run: RunDir) -> tuple[Seq2Seq, dict]:
+    """Train (or resume) one variant; return it with its metrics."""
+    seed_everything(cfg.seed)
+    model = build(cfg, name, data)
+    folder = run.checkpoints / name
+    done = folder / "result.json"
+    val_batches = length_batches(data.tensors["val"], 100, None)
+    if done.is_file():
+        from attnlab.train import load_checkpoint
+
+        load_checkpoint(folder / "best", model=model)
+        return model, json.loads(done.read_text())
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    fit = fit_budget(
+        model,
+        lambda epoch: length_batches(data.tensors["train"], cfg.batch_size, cfg.seed + epoch),
+        step=lambda b: model.loss(*b, label_smoothing=cfg.label_smoothing),
+        validate=lambda: perplexity(model, val_batches),
+        optimizer=optimizer,
+        budget_seconds=cfg.budget_minutes * 60,
+        max_epochs=cfg.max_epochs,
+        patience=cfg.patience,
+        checkpoint_dir=folder,
+        desc=name,
+    )
+    refs = data.corpora["test_2016_flickr"].tgt
+    test_batches = length_batches(data.tensors["test_2016_flickr"], 100, None)
+    start = time.perf_counter()
+    beam_text, _ = translate(model, data, "test_2016_flickr", cfg.beam_size, cfg)
+    greedy_text, _ = translate(model, data, "test_2016_flickr", 1, cfg)
+    metrics = {
+        "bleu": corpus_bleu(beam_text, refs),
+        "bleu_greedy": corpus_bleu(greedy_text, refs),
+        "perplexity": perplexity(model, test_batches),
+        "val_perplexity": fit.best_metric,
+        "training_minutes": fit.seconds / 60,
+        "epochs": len(fit.history),
+        "best_epoch": fit.best_epoch,
+        "stopped_by": fit.stopped_by,
+        "decode_seconds": time.perf_counter() - start,
+        "samples": [
+            {"source": s, "reference": r, "output": o}
+            for s, r, o in zip(data.corpora["test_2016_flickr"].src[:5], refs[:5], beam_text[:5])
+        ],
+    }
+    done.write_text(json.dumps(metrics, indent=1))
+    return model, metrics
+
+
+def run(cfg: TranslateConfig, run_dir: RunDir) -> list[ModelResult]:
+    """Train every variant of the run, score it, draw its alignments."""
+    prepare.cache_clear()
+    data = prepare(cfg)
+    results, models = [], {}
+    for name in cfg.models:
+        model, m = train_one(cfg, data, name, run_dir)
+        models[name] = model
+        pictures = draw_alignments(model, data, name, cfg, run_dir.path) if name != "none" else []
+        numbers = ("bleu", "bleu_greedy", "perplexity", "val_perplexity", "training_minutes")
+        results.append(
+            ModelResult(
+                model=name,
+                metrics={k: [float(m[k])] for k in numbers},
+                parameters=sum(p.numel() for p in model.parameters()),
+                seconds=float(m["training_minutes"]) * 60,
+                extra={
+                    "pictures": pictures,
+                    "epochs": m["epochs"],
+                    "best_epoch": m["best_epoch"],
+                    "stopped_by": m["stopped_by"],
+                    "samples": m["samples"],
+                },
+            )
+        )
+    if cfg.compare:
+        results[0].extra["comparison"] = draw_comparison(models, data, cfg, run_dir.path)
+    return results
+
+
+def report(cfg: TranslateConfig, results: list[ModelResult], run_dir: RunDir) -> str:
+    """Notes under the table: data, scoring, budget, pictures."""
+    data = prepare(cfg)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in data.corpora.items())
+    lines = [
+        "",
+        f"Data: Multi30k task 1 {cfg.src}->{cfg.tgt} ({sizes} pairs); SentencePiece BPE, "
+        f"{cfg.vocab_size} pieces per language. BLEU: sacreBLEU on detokenised beam-"
+        f"{cfg.beam_size} output (`bleu`) and greedy output (`bleu_greedy`) of "
+        f"test_2016_flickr, signature `{bleu_signature()}`. Perplexity: teacher-forced, per "
+        "target piece. Budget per model: "
+        f"{cfg.budget_minutes:g} min of training and validation on "
+        f"{torch.get_num_threads()} thread(s); best validation epoch kept.",
+        "",
+        "| model | epochs | best epoch | stopped by |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.model} | {r.extra['epochs']} | {r.extra['best_epoch']} | {r.extra['stopped_by']} |"
+        for r in results
+    ]
+    lines.append("")
+    for r in results:
+        if r.extra.get("comparison"):
+            lines.append(f"![every variant, one sentence]({r.extra['comparison']})")
+        lines += [f"![{r.model}]({p})" for p in r.extra["pictures"][:1]]
+    first = results[0].extra["samples"][:3]
+    lines += ["", f"Sample translations ({results[0].model}):", ""]
+    lines += [
+        f"- {s['source']}\n  - reference: {s['reference']}\n  - output: {s['output']}"
+        for s in first
+    ]
+    return "\n".join(lines) + "\n"
+
+
+register(
+    ExperimentSpec(
+        name="translate",
+        description="Multi30k translation: no attention, Bahdanau, Luong global/local, hard",
+        config=TranslateConfig,
+        run=run,
+        dataset=lambda cfg: f"multi30k-{cfg.src}-{cfg.tgt}",
+        report=report,
+    )
+)
+
+__all__ = ["TranslateConfig", "prepare", "run"]

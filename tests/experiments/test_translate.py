@@ -1,0 +1,100 @@
+import json
+import random
+
+import pytest
+
+import attnlab.experiments.translate as translate
+from attnlab.data import ParallelCorpus
+from attnlab.experiments import run_experiment
+from attnlab.models import ATTENTIONS
+
+LEXICON = {
+    "ein": "a",
+    "hund": "dog",
+    "mann": "man",
+    "kind": "child",
+    "läuft": "runs",
+    "sitzt": "sits",
+    "rot": "red",
+    "im": "in the",
+    "park": "park",
+    "haus": "house",
+}
+
+
+def _toy(split, src="de", tgt="en", data_dir=None):
+    rng = random.Random({"train": 0, "val": 1, "test_2016_flickr": 2}[split])
+    n = {"train": 200, "val": 30, "test_2016_flickr": 30}[split]
+    words = list(LEXICON)
+    source = [" ".join(rng.choices(words, k=rng.randint(3, 6))) for _ in range(n)]
+    target = [" ".join(LEXICON[w] for w in s.split()) for s in source]
+    return ParallelCorpus(source, target, src, tgt, split)
+
+
+@pytest.fixture
+def toy(monkeypatch, tmp_path):
+    monkeypatch.setattr(translate, "load_multi30k", _toy)
+    monkeypatch.setenv("ATTNLAB_HOME", str(tmp_path / "home"))
+
+
+def _cfg(**kw):
+    base = dict(
+        budget_minutes=0.05,
+        max_epochs=2,
+        embedding_dim=8,
+        hidden_size=8,
+        vocab_size=320,
+        batch_size=32,
+        beam_size=2,
+        examples=1,
+        max_len=12,
+    )
+    return translate.TranslateConfig(**(base | kw))
+
+
+def test_single_variant_writes_results_report_and_alignments(toy, tmp_path):
+    out = run_experiment("translate", _cfg(attention="local-p"), out=tmp_path / "run")
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "multi30k-de-en"
+    (entry,) = results["results"]
+    assert entry["model"] == "local-p"
+    for metric in ("bleu", "bleu_greedy", "perplexity", "training_minutes"):
+        assert metric in entry["metrics"]
+    assert entry["metrics"]["training_minutes"]["mean"] < 0.5
+    assert (out / "alignment-local-p-0.png").stat().st_size > 0
+    assert "sacreBLEU" in (out / "report.md").read_text()
+
+
+def test_compare_trains_every_variant_and_draws_them_side_by_side(toy, tmp_path):
+    cfg = _cfg(compare=True, variants=("none", "bahdanau", "hard-reinforce"), max_epochs=1)
+    out = run_experiment("translate", cfg, out=tmp_path / "run")
+    results = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in results["results"]] == list(cfg.variants)
+    assert (out / "alignments-compared.png").stat().st_size > 0
+
+
+def test_resume_reuses_finished_models(toy, tmp_path):
+    cfg = _cfg(attention="luong-dot", max_epochs=1)
+    first = translate.run
+    run_dir = tmp_path / "run"
+    run_experiment("translate", cfg, out=run_dir)
+    done = json.loads((run_dir / "checkpoints" / "luong-dot" / "result.json").read_text())
+    again = run_experiment("translate", cfg, out=run_dir, overwrite=True)
+    assert first is translate.run and again.exists() and done["epochs"] == 1
+
+
+def test_bad_config_says_what_is_valid():
+    with pytest.raises(ValueError, match="unknown attention 'luong-cosine'; choose one of none"):
+        translate.TranslateConfig(attention="luong-cosine")
+    with pytest.raises(ValueError, match="must differ"):
+        translate.TranslateConfig(src="en", tgt="en")
+    assert set(translate.TranslateConfig().variants) == set(ATTENTIONS)
+
+
+def test_long_sentences_are_truncated_with_a_warning(toy):
+    cfg = _cfg(max_len=4)
+    translate.prepare.cache_clear()
+    with pytest.warns(UserWarning, match="truncated"):
+        data = translate.prepare(cfg)
+    assert data.tensors["train"][0].shape[1] <= 4
+    translate.prepare.cache_clear()

@@ -1,0 +1,127 @@
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from attnlab.train.budget import fit_budget
+
+
+def _problem(seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(64, 3)
+    y = x @ torch.tensor([1.0, -2.0, 0.5])
+    model = nn.Linear(3, 1)
+
+    def step(batch):
+        xb, yb = batch
+        err = (model(xb).squeeze(-1) - yb) ** 2
+        return err.mean(), err.sum().detach(), torch.tensor(len(yb))
+
+    def validate():
+        with torch.no_grad():
+            return float(((model(x).squeeze(-1) - y) ** 2).mean())
+
+    batches = lambda epoch: [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]  # noqa: E731
+    return model, step, validate, batches
+
+
+def test_trains_and_keeps_the_best_epoch():
+    model, step, validate, batches = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    res = fit_budget(
+        model,
+        batches,
+        step=step,
+        validate=validate,
+        optimizer=opt,
+        budget_seconds=60,
+        max_epochs=5,
+        progress=False,
+    )
+    assert res.stopped_by == "epochs" and len(res.history) == 5
+    assert validate() == pytest.approx(res.best_metric)
+    assert res.history[-1]["val_metric"] < res.history[0]["val_metric"]
+
+
+def test_budget_stops_inside_an_epoch():
+    model, step, validate, batches = _problem()
+
+    def slow_step(batch):
+        time.sleep(0.05)
+        return step(batch)
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    res = fit_budget(
+        model,
+        batches,
+        step=slow_step,
+        validate=validate,
+        optimizer=opt,
+        budget_seconds=0.12,
+        max_epochs=100,
+        progress=False,
+    )
+    assert res.stopped_by == "budget" and len(res.history) == 1
+
+
+def test_plateau_halves_the_learning_rate_and_patience_stops():
+    model, step, validate, batches = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # never improves after epoch 1
+    res = fit_budget(
+        model,
+        batches,
+        step=step,
+        validate=validate,
+        optimizer=opt,
+        budget_seconds=60,
+        max_epochs=10,
+        patience=2,
+        progress=False,
+    )
+    assert res.stopped_by == "patience" and len(res.history) == 3
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    model, step, validate, batches = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    fit_budget(
+        model,
+        batches,
+        step=step,
+        validate=validate,
+        optimizer=opt,
+        budget_seconds=60,
+        max_epochs=2,
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    model2, step2, validate2, batches2 = _problem(seed=0)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1)
+    res = fit_budget(
+        model2,
+        batches2,
+        step=step2,
+        validate=validate2,
+        optimizer=opt2,
+        budget_seconds=60,
+        max_epochs=4,
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    assert [r["epoch"] for r in res.history] == [1, 2, 3, 4]
+
+
+def test_bad_arguments():
+    model, step, validate, batches = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="budget_seconds"):
+        fit_budget(
+            model,
+            batches,
+            step=step,
+            validate=validate,
+            optimizer=opt,
+            budget_seconds=0,
+            max_epochs=1,
+        )
