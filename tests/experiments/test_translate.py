@@ -5,7 +5,7 @@ import pytest
 
 import attnlab.experiments.translate as translate
 from attnlab.data import ParallelCorpus
-from attnlab.experiments import run_experiment
+from attnlab.experiments import RunDir, run_experiment
 from attnlab.models import ATTENTIONS
 
 LEXICON = {
@@ -73,14 +73,17 @@ def test_compare_trains_every_variant_and_draws_them_side_by_side(toy, tmp_path)
     assert (out / "alignments-compared.png").stat().st_size > 0
 
 
-def test_resume_reuses_finished_models(toy, tmp_path):
+def test_resume_reuses_finished_models(toy, tmp_path, monkeypatch):
     cfg = _cfg(attention="luong-dot", max_epochs=1)
-    first = translate.run
-    run_dir = tmp_path / "run"
-    run_experiment("translate", cfg, out=run_dir)
-    done = json.loads((run_dir / "checkpoints" / "luong-dot" / "result.json").read_text())
-    again = run_experiment("translate", cfg, out=run_dir, overwrite=True)
-    assert first is translate.run and again.exists() and done["epochs"] == 1
+    out = run_experiment("translate", cfg, out=tmp_path / "run")
+    first = json.loads((out / "results.json").read_text())["results"][0]["metrics"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(translate, "fit_budget", no_training)
+    (again,) = translate.run(cfg, RunDir(out, out, resumed=True))
+    assert again.metrics["bleu"] == [first["bleu"]["mean"]]
 
 
 def test_bad_config_says_what_is_valid():

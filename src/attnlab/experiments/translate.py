@@ -27,7 +27,7 @@ from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
 from attnlab.experiments._translate_eval import draw_alignments, draw_comparison, perplexity
 from attnlab.models.search import beam_search
 from attnlab.models.seq2seq import ATTENTIONS, Seq2Seq
-from attnlab.train import seed_everything
+from attnlab.train import load_checkpoint, seed_everything
 from attnlab.train.budget import fit_budget
 
 Language = Literal["de", "en", "fr"]
@@ -222,9 +222,7 @@ def train_one(cfg: TranslateConfig, data: Data, name: str, run: RunDir) -> tuple
     folder = run.checkpoints / name
     done = folder / "result.json"
     val_batches = length_batches(data.tensors["val"], 100, None)
-    if done.is_file():
-        from attnlab.train import load_checkpoint
-
+    if done.is_file():  # finished before an interruption: reuse, do not retrain
         load_checkpoint(folder / "best", model=model)
         return model, json.loads(done.read_text())
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -4,6 +4,8 @@ Text for now:
 
 - :func:`plot_alignment`: query x key alignment heatmap (e.g. translation).
 - :func:`plot_token_weights`: one strip per sentence for an attention-pooling classifier.
+- :func:`plot_alignment_grid`: several alignments side by side (one per model).
+- :func:`merge_subword_alignment`: subword-piece alignments folded into word alignments.
 - :func:`highlight_html` / :func:`write_highlight_html`: a self-contained page in which
   each word is shaded by its weight, from a list of :class:`TextAttentionExample`.
 
@@ -11,6 +13,7 @@ Weights may be torch tensors (any dtype or device) or numpy arrays. The module d
 with matplotlib's object API and the Agg backend: no display, no global pyplot state.
 """
 
+from attnlab.interpret.grid import AlignmentPanel, plot_alignment_grid
 from attnlab.interpret.heatmap import (
     alignment_figure,
     plot_alignment,
@@ -18,9 +21,14 @@ from attnlab.interpret.heatmap import (
     token_weights_figure,
 )
 from attnlab.interpret.html import TextAttentionExample, highlight_html, write_highlight_html
+from attnlab.interpret.subwords import group_pieces, merge_subword_alignment
 
 __all__ = [
+    "AlignmentPanel",
     "TextAttentionExample",
+    "group_pieces",
+    "merge_subword_alignment",
+    "plot_alignment_grid",
     "alignment_figure",
     "highlight_html",
     "plot_alignment",
