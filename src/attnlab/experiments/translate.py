@@ -53,6 +53,8 @@ class TranslateConfig:
         dropout: dropout on embeddings and before the output layer.
         input_feeding: Luong's input feeding (slower: one RNN call per word).
         half_width: window half-width D of local-m and local-p.
+        hard_evaluation: hard attention at test time: the argmax position, or the
+            expectation (the soft context).
         vocab_size: subword pieces per language (SentencePiece BPE, one model each).
         max_len: pieces per sentence; longer ones are cut with a warning.
         batch_size: sentence pairs per batch (batches group similar lengths).
@@ -76,14 +78,15 @@ class TranslateConfig:
     patience: int = 4
     rnn: Literal["gru", "lstm"] = "gru"
     embedding_dim: int = 256
-    hidden_size: int = 512
+    hidden_size: int = 256
     layers: int = 1
     dropout: float = 0.3
     input_feeding: bool = False
     half_width: int = 5
+    hard_evaluation: Literal["argmax", "expectation"] = "argmax"
     vocab_size: int = 8000
     max_len: int = 60
-    batch_size: int = 64
+    batch_size: int = 128
     lr: float = 2e-3
     label_smoothing: float = 0.1
     beam_size: int = 5
@@ -189,6 +192,7 @@ def build(cfg: TranslateConfig, attention: str, data: Data) -> Seq2Seq:
         dropout=cfg.dropout,
         input_feeding=cfg.input_feeding,
         half_width=cfg.half_width,
+        hard_evaluation=cfg.hard_evaluation,
         max_source_len=cfg.max_len,
         pad_id=data.src_tok.pad_id,
     )
