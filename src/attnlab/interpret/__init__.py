@@ -4,6 +4,7 @@ Text for now:
 
 - :func:`plot_alignment`: query x key alignment heatmap (e.g. translation).
 - :func:`plot_token_weights`: one strip per sentence for an attention-pooling classifier.
+- :func:`write_document_html`: sentences shaded by sentence weight, words by word weight.
 - :func:`plot_alignment_grid`: several alignments side by side (one per model).
 - :func:`merge_subword_alignment`: subword-piece alignments folded into word alignments.
 - :func:`highlight_html` / :func:`write_highlight_html`: a self-contained page in which
@@ -13,6 +14,11 @@ Weights may be torch tensors (any dtype or device) or numpy arrays. The module d
 with matplotlib's object API and the Agg backend: no display, no global pyplot state.
 """
 
+from attnlab.interpret.documents import (
+    DocumentAttentionExample,
+    document_html,
+    write_document_html,
+)
 from attnlab.interpret.grid import AlignmentPanel, plot_alignment_grid
 from attnlab.interpret.heatmap import (
     alignment_figure,
@@ -24,6 +30,9 @@ from attnlab.interpret.html import TextAttentionExample, highlight_html, write_h
 from attnlab.interpret.subwords import group_pieces, merge_subword_alignment
 
 __all__ = [
+    "DocumentAttentionExample",
+    "document_html",
+    "write_document_html",
     "AlignmentPanel",
     "TextAttentionExample",
     "group_pieces",

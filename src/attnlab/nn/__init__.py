@@ -2,6 +2,7 @@
 
 from attnlab.nn.additive import AdditiveAttention
 from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBaseline
+from attnlab.nn.hierarchical import HierarchicalAttention, HierarchicalWeights, SequenceEncoder
 from attnlab.nn.local import LocalAttention
 from attnlab.nn.luong import LuongAttention
 from attnlab.nn.pooling import AttentionPooling
@@ -12,6 +13,8 @@ MECHANISMS = {
     "luong": LuongAttention,
     "local": LocalAttention,
     "hard": HardAttention,
+    "hierarchical": HierarchicalAttention,
+    "sequence-encoder": SequenceEncoder,
     "attention-pooling": AttentionPooling,
 }
 
@@ -20,6 +23,9 @@ __all__ = [
     "AttentionPooling",
     "HardAttention",
     "HardAttentionOutput",
+    "HierarchicalAttention",
+    "HierarchicalWeights",
+    "SequenceEncoder",
     "LocalAttention",
     "LuongAttention",
     "MECHANISMS",

@@ -1,0 +1,370 @@
+"""Hierarchical attention networks (Yang et al. 2016) against flat models, on long reviews.
+
+"Hierarchical Attention Networks for Document Classification" (NAACL 2016) reads a
+document as sentences of words: a bi-GRU and word attention make one vector per
+sentence, a bi-GRU and sentence attention one vector per document. Here it is
+compared with two flat models built from the same pieces that read the same tokens
+as one long sequence: a bi-GRU with the same word attention (learned context vector)
+over all tokens, and the same bi-GRU classifying from its final states. So the first
+comparison isolates the hierarchy, the second the attention. Every model trains
+over N seeds on one fixed, stratified train/validation/test split; the table reports
+mean ± std test accuracy, and a page shows the HAN's sentence and word attention on
+a few test documents, as in the paper's Figures 5 and 6.
+
+Run: ``attnlab run han [--seeds N] [--documents N] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
+from tqdm.auto import tqdm
+
+from attnlab.data.documents import (
+    DocumentCorpus,
+    document_tokens,
+    encode_documents,
+    flatten_documents,
+    load_documents,
+)
+from attnlab.data.text import Vocab, split_indices
+from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.interpret.documents import DocumentAttentionExample, write_document_html
+from attnlab.models.han import FlatClassifier, HANClassifier
+from attnlab.train import evaluate, fit, load_checkpoint, make_generator, seed_everything
+
+MODELS = ("han", "flat-attention", "no-attention")
+SPLIT = (0.7, 0.1, 0.2)  # train / validation / test, stratified
+_SHOWN_MAX_SENTENCES = 20  # documents drawn on the page are at most this long
+
+
+@dataclass(frozen=True)
+class HANConfig:
+    """Settings of the hierarchical attention experiment.
+
+    Attributes:
+        dataset: document corpus (movie-reviews: Pang & Lee's 1500 reviews).
+        seeds: training runs per model (seeds 0..N-1), all on the same split.
+        models: han (hierarchical attention), flat-attention (bi-GRU + word attention
+            over the whole document), no-attention (bi-GRU, final states).
+        documents: documents used, a class-balanced sample drawn with split_seed
+            (0: all); the budget knob for quick runs.
+        embedding_dim: word embedding size (paper: 200).
+        hidden_size: recurrent state size per direction, all models (paper: 50).
+        attention_size: tanh layer size of the attentions (paper: 100).
+        dropout: dropout on embeddings and on the document vector.
+        epochs: maximum epochs per run.
+        patience: epochs without improvement of the monitored metric before stopping
+            (default: never; on this corpus validation loss often sits at chance for
+            the first epochs, and an early stop there keeps an untrained model).
+        monitor: validation metric that picks the best epoch.
+        batch_size: documents per batch.
+        lr: Adam learning rate.
+        weight_decay: L2 penalty (Adam's weight_decay).
+        max_sentences: sentences kept per document (the rest is cut).
+        max_words: tokens kept per sentence.
+        min_freq: words seen fewer times in training become <unk>.
+        max_vocab: largest vocabulary, <pad> and <unk> included.
+        split_seed: seed of the 70/10/20 stratified split (and of the sample).
+        examples: test documents drawn on the HAN attention page.
+        data_dir: folder with the datasets (default: $ATTNLAB_DATA_DIR, then the cache).
+    """
+
+    dataset: Literal["movie-reviews"] = "movie-reviews"
+    seeds: int = 3
+    models: tuple[str, ...] = MODELS
+    documents: int = 0
+    embedding_dim: int = 64
+    hidden_size: int = 50
+    attention_size: int = 100
+    dropout: float = 0.5
+    epochs: int = 8
+    patience: int = 8
+    monitor: Literal["loss", "accuracy"] = "loss"
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    max_sentences: int = 60
+    max_words: int = 50
+    min_freq: int = 2
+    max_vocab: int = 20000
+    split_seed: int = 0
+    examples: int = 4
+    data_dir: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+        if self.seeds < 1 or self.epochs < 1 or self.documents < 0:
+            raise ValueError(
+                "seeds and epochs must be at least 1 and documents at least 0, got "
+                f"{self.seeds}, {self.epochs}, {self.documents}"
+            )
+
+
+@dataclass(frozen=True)
+class _Data:
+    corpus: DocumentCorpus
+    vocab: Vocab
+    splits: dict[str, list[int]]
+    nested: dict[str, tuple[Tensor, Tensor]]  # (ids (N, S, W), labels)
+    flat: dict[str, tuple[Tensor, Tensor]]  # (ids (N, L), labels)
+
+
+def _sample(labels: list[int], n: int, seed: int) -> list[int]:
+    """A class-balanced sample of ``n`` document indices (all when ``n`` is 0), sorted."""
+    if n == 0 or n >= len(labels):
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels)
+    classes = np.unique(y)
+    picked = [
+        rng.permutation(np.flatnonzero(y == c))[: n // len(classes) + (i < n % len(classes))]
+        for i, c in enumerate(classes)
+    ]
+    return sorted(int(i) for part in picked for i in part)
+
+
+@functools.lru_cache(maxsize=1)  # the report reads the split sizes of the same data
+def _prepare(cfg: HANConfig) -> _Data:
+    full = load_documents(cfg.dataset, data_dir=cfg.data_dir or None)
+    kept = _sample(full.labels, cfg.documents, cfg.split_seed)
+    corpus = DocumentCorpus(
+        full.name, [full.documents[i] for i in kept], [full.labels[i] for i in kept], full.classes
+    )
+    train, val, test = split_indices(corpus.labels, SPLIT, seed=cfg.split_seed)
+    splits = {"train": train, "val": val, "test": test}
+    vocab = Vocab.build(
+        (" ".join(corpus.documents[i]) for i in train),
+        min_freq=cfg.min_freq,
+        max_size=cfg.max_vocab,
+    )
+    nested, flat = {}, {}
+    for name, idx in splits.items():
+        docs = [corpus.documents[i] for i in idx]
+        ids = encode_documents(
+            vocab, docs, max_sentences=cfg.max_sentences, max_words=cfg.max_words
+        )
+        labels = torch.tensor([corpus.labels[i] for i in idx])
+        nested[name] = (ids, labels)
+        flat[name] = (flatten_documents(ids)[0], labels)
+    return _Data(corpus, vocab, splits, nested, flat)
+
+
+def _trim(batch: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """Collate, then cut the padding that no document of the batch needs."""
+    ids, *rest = (torch.stack(column) for column in zip(*batch))
+    real = ids != 0
+    if ids.dim() == 3:  # (B, S, W): keep the longest sentence and document
+        ids = ids[:, : int(real.any(-1).sum(-1).max()), : int(real.sum(-1).max())]
+    else:
+        ids = ids[:, : int(real.sum(-1).max())]
+    return (ids, *rest)
+
+
+class _BucketBatches(Sampler[list[int]]):
+    """Shuffled batches of documents of similar length, so little padding is computed.
+
+    Every epoch: a random order, cut into pools of 8 batches, each pool sorted by
+    length and cut into batches, the batches shuffled. All draws come from
+    ``sampler.generator``, which :func:`~attnlab.train.fit` saves and restores.
+    """
+
+    def __init__(self, lengths: Tensor, batch_size: int, generator: torch.Generator) -> None:
+        self.lengths, self.batch_size = lengths, batch_size
+        self.sampler = RandomSampler(range(len(lengths)), generator=generator)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.tensor(list(self.sampler))
+        pool = 8 * self.batch_size
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[self.lengths[chunk].argsort(stable=True)]
+            batches += [
+                chunk[i : i + self.batch_size].tolist()
+                for i in range(0, len(chunk), self.batch_size)
+            ]
+        shuffled = torch.randperm(len(batches), generator=self.sampler.generator)
+        return iter([batches[i] for i in shuffled])
+
+    def __len__(self) -> int:
+        pools = len(self.lengths) // (8 * self.batch_size)
+        rest = len(self.lengths) - pools * 8 * self.batch_size
+        return pools * 8 + -(-rest // self.batch_size)
+
+
+def _loader(tensors: tuple[Tensor, ...], batch_size: int, seed: int | None) -> DataLoader:
+    dataset = TensorDataset(*tensors)
+    if seed is None:
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=_trim)
+    lengths = (tensors[0] != 0).flatten(1).sum(-1)
+    batches = _BucketBatches(lengths, batch_size, make_generator(seed))
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=_trim)
+
+
+def _build(cfg: HANConfig, model: str, vocab_size: int, classes: int) -> nn.Module:
+    if model == "han":
+        return HANClassifier(
+            vocab_size,
+            classes,
+            embedding_dim=cfg.embedding_dim,
+            hidden_size=cfg.hidden_size,
+            attention_size=cfg.attention_size,
+            dropout=cfg.dropout,
+        )
+    return FlatClassifier(
+        vocab_size,
+        classes,
+        embedding_dim=cfg.embedding_dim,
+        hidden_size=cfg.hidden_size,
+        pooling="attention" if model == "flat-attention" else "last",
+        attention_size=cfg.attention_size,
+        dropout=cfg.dropout,
+    )
+
+
+def _train_one(
+    cfg: HANConfig, data: _Data, model_name: str, seed: int, run: RunDir
+) -> tuple[nn.Module, float, float]:
+    seed_everything(seed)
+    model = _build(cfg, model_name, len(data.vocab), len(data.corpus.classes))
+    tensors = data.nested if model_name == "han" else data.flat
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt = run.checkpoints / model_name / f"seed{seed}"
+    start = time.perf_counter()
+    result = fit(
+        model,
+        _loader(tensors["train"], cfg.batch_size, seed),
+        _loader(tensors["val"], 64, None),
+        optimizer=optimizer,
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        monitor=cfg.monitor,
+        checkpoint_dir=ckpt,
+        resume=True,
+        grad_clip=5.0,
+        desc=f"{model_name} seed {seed}",
+        config={"model": model_name, "seed": seed, **asdict(cfg)},
+    )
+    # The best epoch's weights, also when this seed had finished before a --resume.
+    load_checkpoint(ckpt / "best", model=model)
+    accuracy = evaluate(model, _loader(tensors["test"], 64, None))["accuracy"]
+    tqdm.write(
+        f"{model_name} seed {seed}: test accuracy {100 * accuracy:.2f}% "
+        f"(best epoch {result.best_epoch} of {result.epochs_run})"
+    )
+    return model, accuracy, result.seconds or (time.perf_counter() - start)
+
+
+def _draw(cfg: HANConfig, data: _Data, model: HANClassifier, out: Path) -> list[str]:
+    """The HAN's two-level attention on the first short test documents."""
+    ids, labels = data.nested["test"]
+    real = (ids != 0).any(-1).sum(-1)
+    shown = [i for i in range(len(real)) if real[i] <= _SHOWN_MAX_SENTENCES][: cfg.examples]
+    if not shown:
+        return []
+    model.eval()
+    with torch.no_grad():
+        logits, weights = model.forward_with_weights(_trim([(ids[i],) for i in shown])[0])
+    probs = logits.softmax(-1)
+    classes = data.corpus.classes
+    examples = []
+    for row, i in enumerate(shown):
+        document = data.corpus.documents[data.splits["test"][i]]
+        sentences = document_tokens(
+            document, max_sentences=cfg.max_sentences, max_words=cfg.max_words
+        )
+        pred = int(probs[row].argmax())
+        truth, guess = classes[int(labels[i])], classes[pred]
+        examples.append(
+            DocumentAttentionExample(
+                sentences,
+                [weights.words[row, j, : len(s)] for j, s in enumerate(sentences)],
+                weights.sentences[row, : len(sentences)],
+                caption=f"true: {truth}, predicted: {guess} ({float(probs[row, pred]):.2f})",
+                label="correct" if guess == truth else "wrong",
+            )
+        )
+    page = write_document_html(
+        examples,
+        out / "attention_han.html",
+        title=f"HAN on {cfg.dataset}: sentence and word attention (seed 0)",
+    )
+    return [page.name]
+
+
+def run(cfg: HANConfig, run_dir: RunDir) -> list[ModelResult]:
+    """Train every model over every seed; draw the seed-0 HAN's attention."""
+    _prepare.cache_clear()  # fresh data for every run; the report reuses it
+    data = _prepare(cfg)
+    results = []
+    for name in cfg.models:
+        accuracies, seconds, pictures, parameters = [], [], [], 0
+        for seed in range(cfg.seeds):
+            model, acc, secs = _train_one(cfg, data, name, seed, run_dir)
+            accuracies.append(acc)
+            seconds.append(secs)
+            parameters = sum(p.numel() for p in model.parameters())
+            if seed == 0 and isinstance(model, HANClassifier):
+                pictures = _draw(cfg, data, model, run_dir.path)
+        results.append(
+            ModelResult(
+                model=name,
+                metrics={"test_accuracy": accuracies},
+                parameters=parameters,
+                seconds=sum(seconds) / len(seconds),
+                extra={"pictures": pictures} if pictures else {},
+            )
+        )
+    return results
+
+
+def _report(cfg: HANConfig, results: list[ModelResult], run_dir: RunDir) -> str:
+    data = _prepare(cfg)
+    sizes = ", ".join(f"{n} {len(idx)}" for n, idx in data.splits.items())
+    ids = data.nested["train"][0]
+    sentences = (ids != 0).any(-1).sum(-1).float().mean()
+    lines = [
+        "",
+        f"Dataset: {cfg.dataset} ({sizes} documents; vocabulary {len(data.vocab)}; "
+        f"{float(sentences):.1f} sentences per training document after keeping "
+        f"{cfg.max_sentences} sentences of {cfg.max_words} tokens).",
+        "",
+        f"Split: stratified 70/10/20 (seed {cfg.split_seed}); early stopping on validation "
+        f"{cfg.monitor} (patience {cfg.patience}, at most {cfg.epochs} epochs); test accuracy "
+        "of the best validation epoch.",
+        "",
+        "Models: `han` is Yang et al.'s network (bi-GRU + word attention per sentence, "
+        "bi-GRU + sentence attention); `flat-attention` is one bi-GRU over the whole "
+        "document with the same word attention (learned context vector); `no-attention` "
+        "the same bi-GRU classifying from its final states. All three read the same tokens "
+        "with the same embedding, GRU and attention sizes.",
+        "",
+    ]
+    for r in results:
+        for picture in r.extra.get("pictures", []):
+            lines.append(f"- [{r.model}: sentence and word attention on test reviews]({picture})")
+    return "\n".join(lines) + "\n"
+
+
+register(
+    ExperimentSpec(
+        name="han",
+        description="Hierarchical attention networks vs flat models on long reviews",
+        config=HANConfig,
+        run=run,
+        dataset=lambda cfg: cfg.dataset,
+        report=_report,
+    )
+)

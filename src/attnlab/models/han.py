@@ -1,0 +1,154 @@
+"""Document classifiers: hierarchical attention (Yang et al. 2016) and its flat baselines."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.nn.hierarchical import HierarchicalAttention, HierarchicalWeights, SequenceEncoder
+
+
+def _check_ids(ids: Tensor, shape: str) -> None:
+    if not isinstance(ids, Tensor) or ids.dim() != len(shape.split(",")) or ids.is_floating_point():
+        got = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
+        raise ValueError(f"expected integer ids ({shape}) with 0 = padding, got {got}")
+
+
+class _DocumentClassifier(nn.Module):
+    """Embedding (id 0 = padding) -> encoder -> dropout -> Linear; subclasses set the encoder."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, dropout: float, factory: dict) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0, **factory)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward_with_weights(self, ids: Tensor, *, need_weights: bool = True) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)``."""
+        return self.forward_with_weights(ids, need_weights=False)[0]
+
+
+class HANClassifier(_DocumentClassifier):
+    r"""Hierarchical attention network for document classification (Yang et al. 2016).
+
+    "Hierarchical Attention Networks for Document Classification" (NAACL 2016):
+    word embeddings go through :class:`~attnlab.nn.hierarchical.HierarchicalAttention`
+    (bi-GRU + word attention per sentence, bi-GRU + sentence attention per
+    document), and a linear layer turns the document vector :math:`v` into logits,
+    :math:`p = \mathrm{softmax}(W_c v + b_c)`. The paper's sizes are embedding 200,
+    GRU 50 per direction and attention 100; the defaults here are smaller for CPU.
+
+    Token id 0 is padding: the model derives its word mask from ``ids != 0``, so a
+    batch is just ``(ids, labels)`` and it trains with :func:`attnlab.train.fit`.
+
+    Args:
+        vocab_size: number of token ids (id 0 is padding).
+        num_classes: output classes.
+        embedding_dim: token embedding size.
+        hidden_size: GRU state size per direction (both levels).
+        attention_size: tanh layer size of both attentions (default ``2 * hidden_size``).
+        dropout: dropout on the word embeddings and on the document vector.
+
+    Shapes:
+        ids ``(B, S, W)`` long, right-padded with 0 (real words first in each
+        sentence, empty sentences last) -> logits ``(B, num_classes)``; weights
+        from :meth:`forward_with_weights`: words ``(B, S, W)``, sentences ``(B, S)``.
+
+    Example:
+        >>> model = HANClassifier(50, 3, embedding_dim=8, hidden_size=4)
+        >>> ids = torch.tensor([[[3, 4, 0], [5, 0, 0]]])
+        >>> logits, w = model.forward_with_weights(ids)
+        >>> logits.shape, w.sentences.shape, w.words[0, 1, 1].item()
+        (torch.Size([1, 3]), torch.Size([1, 2]), 0.0)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int = 2,
+        *,
+        embedding_dim: int = 64,
+        hidden_size: int = 50,
+        attention_size: int | None = None,
+        dropout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory = {"device": device, "dtype": dtype}
+        super().__init__(vocab_size, embedding_dim, dropout, factory)
+        self.encoder = HierarchicalAttention(
+            embedding_dim, hidden_size, attention_size=attention_size, **factory
+        )
+        self.classifier = nn.Linear(self.encoder.output_size, num_classes, **factory)
+
+    def forward_with_weights(
+        self, ids: Tensor, *, need_weights: bool = True
+    ) -> tuple[Tensor, HierarchicalWeights | None]:
+        """Logits and, when asked, the word and sentence attention weights."""
+        _check_ids(ids, "B, S, W")
+        embedded = self.dropout(self.embedding(ids))
+        document, weights = self.encoder(embedded, mask=ids != 0, need_weights=need_weights)
+        return self.classifier(self.dropout(document)), weights
+
+
+class FlatClassifier(_DocumentClassifier):
+    """The flat baselines of a HAN: one bi-GRU over the whole document, then pooling.
+
+    The same pieces as :class:`HANClassifier` without the sentence level (Yang et
+    al. 2016 compare with such flat recurrent models): the document's words, all
+    sentences concatenated, go through one
+    :class:`~attnlab.nn.hierarchical.SequenceEncoder`, with word attention (learned
+    context vector, ``pooling="attention"``) or the GRU's final states (``"last"``).
+
+    Args:
+        vocab_size: number of token ids (id 0 is padding).
+        num_classes: output classes.
+        embedding_dim: token embedding size.
+        hidden_size: GRU state size per direction.
+        pooling: ``"attention"`` or ``"last"``.
+        attention_size: tanh layer size of the attention (default ``2 * hidden_size``).
+        dropout: dropout on the word embeddings and on the document vector.
+
+    Shapes:
+        ids ``(B, L)`` long, right-padded with 0 -> logits ``(B, num_classes)``;
+        weights ``(B, L)`` from :meth:`forward_with_weights` (None for ``"last"``).
+
+    Example:
+        >>> model = FlatClassifier(50, embedding_dim=8, hidden_size=4)
+        >>> logits, w = model.forward_with_weights(torch.tensor([[3, 4, 0]]))
+        >>> logits.shape, w[0, 2].item()
+        (torch.Size([1, 2]), 0.0)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int = 2,
+        *,
+        embedding_dim: int = 64,
+        hidden_size: int = 50,
+        pooling: Literal["attention", "last"] = "attention",
+        attention_size: int | None = None,
+        dropout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory = {"device": device, "dtype": dtype}
+        super().__init__(vocab_size, embedding_dim, dropout, factory)
+        self.encoder = SequenceEncoder(
+            embedding_dim, hidden_size, pooling=pooling, attention_size=attention_size, **factory
+        )
+        self.classifier = nn.Linear(self.encoder.output_size, num_classes, **factory)
+
+    def forward_with_weights(
+        self, ids: Tensor, *, need_weights: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits and, with attention pooling and when asked, the weights over words."""
+        _check_ids(ids, "B, L")
+        embedded = self.dropout(self.embedding(ids))
+        document, weights = self.encoder(embedded, mask=ids != 0, need_weights=need_weights)
+        return self.classifier(self.dropout(document)), weights

@@ -1,0 +1,267 @@
+"""Hierarchical attention: words -> sentence vectors -> one document vector."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.nn.pooling import AttentionPooling
+
+_POOLINGS = ("attention", "last")
+_WORD_GROUPS = 4  # length groups of sentences the word level runs over, one after another
+
+
+class HierarchicalWeights(NamedTuple):
+    """The two levels of attention weights of :class:`HierarchicalAttention`.
+
+    Attributes:
+        words: ``(B, S, W)``: each real sentence's distribution over its words;
+            all zero for padded words and for padded sentences.
+        sentences: ``(B, S)``: each document's distribution over its sentences;
+            zero for padded sentences, all zero for a document with no words.
+    """
+
+    words: Tensor
+    sentences: Tensor
+
+
+def _check_inputs(inputs: Tensor, mask: Tensor | None, size: int, shape: str) -> Tensor:
+    """One-line errors for bad inputs or masks; returns the mask (all True when None)."""
+    dims = len(shape.split(",")) + 1
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() != dims or inputs.shape[-1] != size:
+        raise ValueError(f"inputs must be ({shape}, {size}), got shape {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must be a floating tensor, got {inputs.dtype}")
+    if mask is None:
+        return torch.ones(inputs.shape[:-1], dtype=torch.bool, device=inputs.device)
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a boolean tensor with True = real position, got {got}")
+    if mask.shape != inputs.shape[:-1]:
+        raise ValueError(
+            f"mask must be ({shape}) = {tuple(inputs.shape[:-1])}, got {tuple(mask.shape)}"
+        )
+    return mask
+
+
+def _lengths(mask: Tensor, what: str) -> Tensor:
+    """Real positions per row of a right-padded mask ``(..., L)``; one-line error otherwise."""
+    lengths = mask.sum(-1)
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    if not torch.equal(mask, positions < lengths.unsqueeze(-1)):
+        raise ValueError(f"mask must be right-padded: {what}")
+    return lengths
+
+
+def _reverse_within(lengths: Tensor, length: int) -> Tensor:
+    """Index ``(B, L)`` that reverses each row's first ``lengths[b]`` positions, keeps the rest."""
+    positions = torch.arange(length, device=lengths.device)
+    lengths = lengths.unsqueeze(1)
+    return torch.where(positions < lengths, lengths - 1 - positions, positions)
+
+
+class SequenceEncoder(nn.Module):
+    r"""One level of a hierarchical attention network: a bi-GRU, then pooling.
+
+    Yang et al. 2016 ("Hierarchical Attention Networks for Document
+    Classification"): the word encoder and word attention (or, one level up, the
+    sentence encoder and sentence attention),
+
+    .. math::
+        h_t = [\overrightarrow{\mathrm{GRU}}(x_t); \overleftarrow{\mathrm{GRU}}(x_t)],
+        \quad \alpha_t = \mathrm{softmax}_t\big(u^\top \tanh(W h_t + b)\big),
+        \quad v = \sum_t \alpha_t h_t
+
+    with :class:`~attnlab.nn.AttentionPooling` (``query=True``) for the attention. With
+    ``pooling="last"`` there is no attention: :math:`v` is the two directions' final
+    states, the flat-encoder baseline of the paper.
+
+    Sequences are right-padded. The two directions run as two unidirectional GRUs
+    over the padded batch, the backward one on each row reversed within its length,
+    so padding never enters a real state. (Packed sequences would do the same, but
+    their backward pass on CPU costs time quadratic in the sequence length.) Padded
+    positions get weight exactly zero; an empty row gives a zero vector.
+
+    Args:
+        input_size: ``D``, the size of each input vector.
+        hidden_size: GRU state size per direction; outputs are ``2 * hidden_size`` wide.
+        pooling: ``"attention"`` (learned context vector) or ``"last"``.
+        attention_size: size of the attention's tanh layer (default ``2 * hidden_size``).
+
+    Shapes:
+        inputs ``(B, L, D)``, mask ``(B, L)`` True = real position, right-padded ->
+        vector ``(B, 2 * hidden_size)``, weights ``(B, L)`` (None for ``"last"``).
+
+    Example:
+        >>> encoder = SequenceEncoder(8, hidden_size=4)
+        >>> mask = torch.tensor([[True, True, False]])
+        >>> v, w = encoder(torch.randn(1, 3, 8), mask=mask, need_weights=True)
+        >>> v.shape, w[0, 2].item()
+        (torch.Size([1, 8]), 0.0)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 50,
+        *,
+        pooling: Literal["attention", "last"] = "attention",
+        attention_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in _POOLINGS:
+            raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
+        factory = {"device": device, "dtype": dtype}
+        self.input_size, self.hidden_size, self.pooling = input_size, hidden_size, pooling
+        self.output_size = 2 * hidden_size
+        self.forward_rnn = nn.GRU(input_size, hidden_size, batch_first=True, **factory)
+        self.backward_rnn = nn.GRU(input_size, hidden_size, batch_first=True, **factory)
+        self.attention = None
+        if pooling == "attention":
+            self.attention = AttentionPooling(
+                self.output_size, query=True, hidden_size=attention_size, **factory
+            )
+
+    def states(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """Bi-GRU states ``(B, L, 2 * hidden_size)``; rows of padding hold junk."""
+        order = _reverse_within(lengths, inputs.shape[1]).unsqueeze(-1)
+        forward, _ = self.forward_rnn(inputs)
+        backward, _ = self.backward_rnn(inputs.gather(1, order.expand_as(inputs)))
+        backward = backward.gather(1, order.expand_as(backward))
+        return torch.cat([forward, backward], dim=-1)
+
+    def forward(
+        self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Encode and pool; returns ``(vector, weights | None)``."""
+        mask = _check_inputs(inputs, mask, self.input_size, "B, L")
+        lengths = _lengths(mask, "in each row, real positions come first")
+        states = self.states(inputs, lengths)
+        if self.attention is not None:
+            return self.attention(states, mask=mask, need_weights=need_weights)
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, self.hidden_size)
+        forward = states[..., : self.hidden_size].gather(1, last).squeeze(1)
+        vector = torch.cat([forward, states[:, 0, self.hidden_size :]], dim=-1)
+        return vector * (lengths > 0).unsqueeze(-1).to(vector.dtype), None
+
+    def extra_repr(self) -> str:
+        """Constructor arguments shown by ``repr``."""
+        return (
+            f"input_size={self.input_size}, hidden_size={self.hidden_size}, "
+            f"pooling={self.pooling!r}"
+        )
+
+
+class HierarchicalAttention(nn.Module):
+    r"""The hierarchical attention network encoder of Yang et al. 2016.
+
+    "Hierarchical Attention Networks for Document Classification" (NAACL 2016):
+    a bidirectional GRU reads the words of each sentence, and attention with a
+    learned word context vector :math:`u_w` pools them into a sentence vector; a
+    second bidirectional GRU reads the sentence vectors, and attention with a
+    sentence context vector :math:`u_s` pools them into the document vector:
+
+    .. math::
+        h_{it} = [\overrightarrow{\mathrm{GRU}}(x_{it}); \overleftarrow{\mathrm{GRU}}(x_{it})],
+        \quad \alpha_{it} = \mathrm{softmax}_t\big(u_w^\top \tanh(W_w h_{it} + b_w)\big),
+        \quad s_i = \sum_t \alpha_{it} h_{it}
+
+        h_i = [\overrightarrow{\mathrm{GRU}}(s_i); \overleftarrow{\mathrm{GRU}}(s_i)],
+        \quad \alpha_i = \mathrm{softmax}_i\big(u_s^\top \tanh(W_s h_i + b_s)\big),
+        \quad v = \sum_i \alpha_i h_i
+
+    Each level is a :class:`SequenceEncoder` (bi-GRU + :class:`~attnlab.nn.AttentionPooling`
+    with ``query=True``). Documents are right-padded to ``S`` sentences of ``W`` words;
+    the word level runs only over real sentences (in a few groups of similar length,
+    each cut to its longest sentence), padding never enters a GRU state,
+    and padded words and sentences get weight exactly zero. A document with no words
+    gives a zero vector and zero weights, with finite gradients.
+
+    Args:
+        input_size: ``E``, the size of each word vector (the paper's embedding, 200).
+        hidden_size: GRU state size per direction (paper: 50); vectors are
+            ``2 * hidden_size`` wide.
+        attention_size: size of the tanh layer of both attentions (paper: 100);
+            default ``2 * hidden_size``.
+
+    Shapes:
+        inputs ``(B, S, W, E)``, mask ``(B, S, W)`` True = real word (right-padded:
+        real words first in each sentence, empty sentences last) -> document
+        ``(B, 2 * hidden_size)``; weights :class:`HierarchicalWeights` with words
+        ``(B, S, W)`` and sentences ``(B, S)``.
+
+    Example:
+        >>> han = HierarchicalAttention(8, hidden_size=4)
+        >>> mask = torch.tensor([[[True, True, False], [True, False, False]]])
+        >>> doc, w = han(torch.randn(1, 2, 3, 8), mask=mask, need_weights=True)
+        >>> doc.shape, w.words.shape, w.words[0, 1, 1:].tolist(), w.sentences.shape
+        (torch.Size([1, 8]), torch.Size([1, 2, 3]), [0.0, 0.0], torch.Size([1, 2]))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 50,
+        *,
+        attention_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.output_size = 2 * hidden_size
+        self.attention_size = attention_size or self.output_size
+        level = {"attention_size": self.attention_size, **factory}
+        self.words = SequenceEncoder(input_size, hidden_size, **level)
+        self.sentences = SequenceEncoder(self.output_size, hidden_size, **level)
+
+    def forward(
+        self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, HierarchicalWeights | None]:
+        """Encode documents; returns ``(document, HierarchicalWeights | None)``."""
+        mask = _check_inputs(inputs, mask, self.input_size, "B, S, W")
+        words = _lengths(mask, "in each sentence, real words come first")
+        real_sentences = words > 0
+        _lengths(real_sentences, "empty (all-padding) sentences must come after every real one")
+        batch, num_sentences, num_words, _ = inputs.shape
+        flat_inputs = inputs.reshape(-1, num_words, self.input_size)
+        flat_mask, flat_words = mask.reshape(-1, num_words), words.flatten()
+        vectors = inputs.new_zeros(batch * num_sentences, self.output_size)
+        all_words = inputs.new_zeros(batch * num_sentences, num_words) if need_weights else None
+        # Only real sentences go through the word level, longest first, in a few
+        # groups each cut to its own longest sentence: far less padding is computed.
+        real = flat_words.nonzero().squeeze(1)
+        order = real[flat_words[real].argsort(descending=True, stable=True)]
+        for group in order.chunk(_WORD_GROUPS) if order.numel() else ():
+            width = int(flat_words[group[0]])
+            pooled, weights = self.words(
+                flat_inputs[group, :width], mask=flat_mask[group, :width], need_weights=need_weights
+            )
+            vectors = vectors.index_copy(0, group, pooled)
+            if all_words is not None:
+                padded = nn.functional.pad(weights.to(inputs.dtype), (0, num_words - width))
+                all_words = all_words.index_copy(0, group, padded)
+        vectors = vectors.view(batch, num_sentences, self.output_size)
+        document, sentence_weights = self.sentences(
+            vectors, mask=real_sentences, need_weights=need_weights
+        )
+        if all_words is None:
+            return document, None
+        weights = HierarchicalWeights(
+            all_words.view(batch, num_sentences, num_words), sentence_weights
+        )
+        return document, weights
+
+    def extra_repr(self) -> str:
+        """Constructor arguments shown by ``repr``."""
+        return (
+            f"input_size={self.input_size}, hidden_size={self.hidden_size}, "
+            f"attention_size={self.attention_size}"
+        )
