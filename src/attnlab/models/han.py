@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from attnlab.nn.hierarchical import HierarchicalAttention, HierarchicalWeights, SequenceEncoder
+from attnlab.nn.hierarchical import HierarchicalAttention, SequenceEncoder
 
 
 def _check_ids(ids: Tensor, shape: str) -> None:
@@ -17,7 +17,14 @@ def _check_ids(ids: Tensor, shape: str) -> None:
 
 
 class _DocumentClassifier(nn.Module):
-    """Embedding (id 0 = padding) -> encoder -> dropout -> Linear; subclasses set the encoder."""
+    """Embedding (id 0 = padding) -> encoder -> dropout -> Linear.
+
+    Subclasses set ``layout`` (the ids' dimensions), ``encoder`` and ``classifier``.
+    """
+
+    layout: str
+    encoder: nn.Module
+    classifier: nn.Linear
 
     def __init__(self, vocab_size: int, embedding_dim: int, dropout: float, factory: dict) -> None:
         super().__init__()
@@ -25,7 +32,11 @@ class _DocumentClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward_with_weights(self, ids: Tensor, *, need_weights: bool = True) -> tuple[Tensor, Any]:
-        raise NotImplementedError
+        """Logits and, when asked, the encoder's attention weights."""
+        _check_ids(ids, self.layout)
+        embedded = self.dropout(self.embedding(ids))
+        document, weights = self.encoder(embedded, mask=ids != 0, need_weights=need_weights)
+        return self.classifier(self.dropout(document)), weights
 
     def forward(self, ids: Tensor) -> Tensor:
         """Logits ``(B, num_classes)``."""
@@ -80,19 +91,11 @@ class HANClassifier(_DocumentClassifier):
     ) -> None:
         factory = {"device": device, "dtype": dtype}
         super().__init__(vocab_size, embedding_dim, dropout, factory)
+        self.layout = "B, S, W"
         self.encoder = HierarchicalAttention(
             embedding_dim, hidden_size, attention_size=attention_size, **factory
         )
         self.classifier = nn.Linear(self.encoder.output_size, num_classes, **factory)
-
-    def forward_with_weights(
-        self, ids: Tensor, *, need_weights: bool = True
-    ) -> tuple[Tensor, HierarchicalWeights | None]:
-        """Logits and, when asked, the word and sentence attention weights."""
-        _check_ids(ids, "B, S, W")
-        embedded = self.dropout(self.embedding(ids))
-        document, weights = self.encoder(embedded, mask=ids != 0, need_weights=need_weights)
-        return self.classifier(self.dropout(document)), weights
 
 
 class FlatClassifier(_DocumentClassifier):
@@ -139,16 +142,8 @@ class FlatClassifier(_DocumentClassifier):
     ) -> None:
         factory = {"device": device, "dtype": dtype}
         super().__init__(vocab_size, embedding_dim, dropout, factory)
+        self.layout = "B, L"
         self.encoder = SequenceEncoder(
             embedding_dim, hidden_size, pooling=pooling, attention_size=attention_size, **factory
         )
         self.classifier = nn.Linear(self.encoder.output_size, num_classes, **factory)
-
-    def forward_with_weights(
-        self, ids: Tensor, *, need_weights: bool = True
-    ) -> tuple[Tensor, Tensor | None]:
-        """Logits and, with attention pooling and when asked, the weights over words."""
-        _check_ids(ids, "B, L")
-        embedded = self.dropout(self.embedding(ids))
-        document, weights = self.encoder(embedded, mask=ids != 0, need_weights=need_weights)
-        return self.classifier(self.dropout(document)), weights
