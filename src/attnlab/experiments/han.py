@@ -17,9 +17,8 @@ Run: ``attnlab run han [--seeds N] [--documents N] [--out DIR]``.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +26,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
-from tqdm.auto import tqdm
 
 from attnlab.data.documents import (
     DocumentCorpus,
@@ -38,9 +36,10 @@ from attnlab.data.documents import (
 )
 from attnlab.data.text import Vocab, split_indices
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments._classify import fit_and_test
 from attnlab.interpret.documents import DocumentAttentionExample, write_document_html
 from attnlab.models.han import FlatClassifier, HANClassifier
-from attnlab.train import evaluate, fit, load_checkpoint, make_generator, seed_everything
+from attnlab.train import make_generator, seed_everything
 
 MODELS = ("han", "flat-attention", "no-attention")
 SPLIT = (0.7, 0.1, 0.2)  # train / validation / test, stratified
@@ -240,31 +239,13 @@ def _train_one(
     seed_everything(seed)
     model = _build(cfg, model_name, len(data.vocab), len(data.corpus.classes))
     tensors = data.nested if model_name == "han" else data.flat
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ckpt = run.checkpoints / model_name / f"seed{seed}"
-    start = time.perf_counter()
-    result = fit(
-        model,
+    loaders = (
         _loader(tensors["train"], cfg.batch_size, seed),
         _loader(tensors["val"], 64, None),
-        optimizer=optimizer,
-        epochs=cfg.epochs,
-        patience=cfg.patience,
-        monitor=cfg.monitor,
-        checkpoint_dir=ckpt,
-        resume=True,
-        grad_clip=5.0,
-        desc=f"{model_name} seed {seed}",
-        config={"model": model_name, "seed": seed, **asdict(cfg)},
+        _loader(tensors["test"], 64, None),
     )
-    # The best epoch's weights, also when this seed had finished before a --resume.
-    load_checkpoint(ckpt / "best", model=model)
-    accuracy = evaluate(model, _loader(tensors["test"], 64, None))["accuracy"]
-    tqdm.write(
-        f"{model_name} seed {seed}: test accuracy {100 * accuracy:.2f}% "
-        f"(best epoch {result.best_epoch} of {result.epochs_run})"
-    )
-    return model, accuracy, result.seconds or (time.perf_counter() - start)
+    accuracy, seconds = fit_and_test(model, loaders, cfg, model_name=model_name, seed=seed, run=run)
+    return model, accuracy, seconds
 
 
 def _draw(cfg: HANConfig, data: _Data, model: HANClassifier, out: Path) -> list[str]:

@@ -13,20 +13,19 @@ Run: ``attnlab run sentiment [--dataset uci|rotten-tomatoes] [--seeds N] [--out 
 from __future__ import annotations
 
 import functools
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from attnlab.data import SentimentCorpus, Vocab, load_sentiment, split_indices
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments._classify import fit_and_test
 from attnlab.interpret import TextAttentionExample, plot_token_weights, write_highlight_html
 from attnlab.models import TextClassifier
-from attnlab.train import evaluate, fit, load_checkpoint, make_generator, seed_everything
+from attnlab.train import make_generator, seed_everything
 
 MODELS = {
     "lstm": "last",
@@ -142,32 +141,11 @@ def _train_one(
         generator=make_generator(seed),
     )
     val = DataLoader(TensorDataset(*data.tensors["val"]), batch_size=256)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ckpt = run.path / "checkpoints" / model_name / f"seed{seed}"
-    start = time.perf_counter()
-    result = fit(
-        model,
-        loader,
-        val,
-        optimizer=optimizer,
-        epochs=cfg.epochs,
-        patience=cfg.patience,
-        monitor=cfg.monitor,
-        checkpoint_dir=ckpt,
-        resume=True,
-        grad_clip=5.0,
-        desc=f"{model_name} seed {seed}",
-        config={"model": model_name, "seed": seed, **asdict(cfg)},
-    )
-    # The best epoch's weights, also when this seed had finished before a --resume.
-    load_checkpoint(ckpt / "best", model=model)
     test = DataLoader(TensorDataset(*data.tensors["test"]), batch_size=256)
-    accuracy = evaluate(model, test)["accuracy"]
-    tqdm.write(
-        f"{model_name} seed {seed}: test accuracy {100 * accuracy:.2f}% "
-        f"(best epoch {result.best_epoch} of {result.epochs_run})"
+    accuracy, seconds = fit_and_test(
+        model, (loader, val, test), cfg, model_name=model_name, seed=seed, run=run
     )
-    return model, accuracy, result.seconds or (time.perf_counter() - start)
+    return model, accuracy, seconds
 
 
 def _draw(
