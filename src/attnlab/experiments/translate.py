@@ -225,10 +225,10 @@ def train_one(cfg: TranslateConfig, data: Data, name: str, run: RunDir) -> tuple
     model = build(cfg, name, data)
     folder = run.checkpoints / name
     done = folder / "result.json"
-    val_batches = length_batches(data.tensors["val"], 100, None)
     if done.is_file():  # finished before an interruption: reuse, do not retrain
         load_checkpoint(folder / "best", model=model)
         return model, json.loads(done.read_text())
+    val_batches = length_batches(data.tensors["val"], 100, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     fit = fit_budget(
         model,

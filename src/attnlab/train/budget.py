@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from attnlab.train._fitstate import copy_state
 from attnlab.train._storage import has_checkpoint
-from attnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from attnlab.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 __all__ = ["BudgetResult", "fit_budget"]
 
@@ -101,10 +101,7 @@ def fit_budget(
         result = BudgetResult(**info.extra["result"])
         best_state = copy_state(model)
         if has_checkpoint(directory / "best"):
-            probe = copy_state(model)
-            load_checkpoint(directory / "best", model=model)
-            best_state = copy_state(model)
-            model.load_state_dict(probe)
+            _, best_state, _ = read_checkpoint(directory / "best", model=model)
     started = time.perf_counter() - result.seconds
     deadline = started + budget_seconds
     bad = sum(1 for r in result.history if r["epoch"] > result.best_epoch)
