@@ -51,6 +51,13 @@ CASES = {
         lambda **f: __import__("attnlab.nn", fromlist=["x"]).SequenceEncoder(DK, 4, **f),
         lambda m, k, mask, w: m(k, mask=mask, need_weights=w),
     ),
+    # Without biases: a fully masked row's zero context would otherwise become out_proj.bias.
+    "multihead": (
+        lambda **f: __import__("attnlab.nn", fromlist=["x"]).MultiHeadAttention(
+            8, 2, kdim=DK, vdim=DK, kv_heads=1, bias=False, **f
+        ),
+        lambda m, k, mask, w: m(torch.randn(B, LQ, 8, dtype=k.dtype), k, mask=mask, need_weights=w),
+    ),
     "attention-pooling": (
         lambda **f: __import__("attnlab.nn", fromlist=["x"]).AttentionPooling(DK, query=True, **f),
         lambda m, k, mask, w: m(k, mask=mask, need_weights=w),

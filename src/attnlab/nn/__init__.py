@@ -5,7 +5,25 @@ from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBas
 from attnlab.nn.hierarchical import HierarchicalAttention, HierarchicalWeights, SequenceEncoder
 from attnlab.nn.local import LocalAttention
 from attnlab.nn.luong import LuongAttention
+from attnlab.nn.multihead import KVCache, MultiHeadAttention
 from attnlab.nn.pooling import AttentionPooling
+from attnlab.nn.positional import (
+    ALiBi,
+    LearnedPositionalEmbedding,
+    RelativePositionBias,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    alibi_slopes,
+    relative_position_bucket,
+)
+from attnlab.nn.transformer import (
+    EncoderOutput,
+    FeedForward,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 
 # Every module of the library, for `attnlab list` and the conformance tests.
 MECHANISMS = {
@@ -16,10 +34,26 @@ MECHANISMS = {
     "hierarchical": HierarchicalAttention,
     "sequence-encoder": SequenceEncoder,
     "attention-pooling": AttentionPooling,
+    "multihead": MultiHeadAttention,
 }
 
 __all__ = [
+    "ALiBi",
     "AdditiveAttention",
+    "EncoderOutput",
+    "FeedForward",
+    "KVCache",
+    "LearnedPositionalEmbedding",
+    "MultiHeadAttention",
+    "RelativePositionBias",
+    "RotaryEmbedding",
+    "SinusoidalPositionalEncoding",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "alibi_slopes",
+    "relative_position_bucket",
     "AttentionPooling",
     "HardAttention",
     "HardAttentionOutput",
