@@ -101,3 +101,27 @@ def test_long_sentences_are_truncated_with_a_warning(toy):
         data = translate.prepare(cfg)
     assert data.tensors["train"][0].shape[1] <= 4
     translate.prepare.cache_clear()
+
+
+def test_transformer_run_is_scored_and_explained_from_its_folder(toy, tmp_path, capsys):
+    from attnlab.cli.main import main
+
+    cfg = _cfg(model="transformer", d_model=16, heads=2, ff_dim=32, transformer_layers=2)
+    out = run_experiment("translate", cfg, out=tmp_path / "run")
+    (entry,) = json.loads((out / "results.json").read_text())["results"]
+    assert entry["model"] == "transformer" and "bleu" in entry["metrics"]
+    assert (out / "alignment-transformer-0.png").stat().st_size > 0
+    explained = tmp_path / "explained"
+    code = main(["explain", "ein hund läuft im park", "--model", str(out), "--out", str(explained)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((explained / "explain.json").read_text())
+    assert summary["layers"] == 2 and summary["heads"] == 2
+    assert (explained / "attention.html").stat().st_size > 0
+
+
+def test_an_rnn_run_cannot_be_explained(toy, tmp_path, capsys):
+    from attnlab.cli.main import main
+
+    out = run_experiment("translate", _cfg(attention="luong-dot", max_epochs=1), out=tmp_path / "r")
+    assert main(["explain", "ein hund", "--model", str(out), "--out", str(tmp_path / "x")]) == 2
+    assert "only a Transformer run has self-attention" in capsys.readouterr().err

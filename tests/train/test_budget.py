@@ -125,3 +125,24 @@ def test_bad_arguments():
             budget_seconds=0,
             max_epochs=1,
         )
+
+
+def test_warmup_ramps_the_learning_rate_and_resumes_its_count(tmp_path):
+    model, step, validate, batches = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    original = opt.step
+
+    def spy(*args, **kwargs):
+        seen.append(opt.param_groups[0]["lr"])
+        return original(*args, **kwargs)
+
+    opt.step = spy
+    kwargs = dict(step=step, validate=validate, optimizer=opt, budget_seconds=60, progress=False)
+    res = fit_budget(
+        model, batches, max_epochs=1, warmup_steps=6, checkpoint_dir=tmp_path, **kwargs
+    )
+    assert seen == pytest.approx([0.1 * n / 6 for n in range(1, 5)])
+    assert res.steps == 4
+    fit_budget(model, batches, max_epochs=2, warmup_steps=6, checkpoint_dir=tmp_path, **kwargs)
+    assert seen[4:] == pytest.approx([0.1 * 5 / 6, 0.1, 0.1, 0.1])  # resumed at step 5

@@ -1,13 +1,15 @@
-"""Multi30k translation with RNN encoder-decoders: no attention, Bahdanau, Luong, hard.
+"""Multi30k translation: RNN encoder-decoders (none, Bahdanau, Luong, hard), Transformer.
 
-Trains :class:`attnlab.models.Seq2Seq` on Multi30k task 1 (29,000 image captions) under
-a wall-clock budget, then scores detokenised beam-search output with sacreBLEU (its
-default settings) on ``test_2016_flickr``, reports teacher-forced test perplexity,
-greedy (beam 1) BLEU beside beam BLEU, and draws source x target word alignments.
+Trains :class:`attnlab.models.Seq2Seq` or
+:class:`attnlab.models.transformer.TransformerSeq2Seq` on Multi30k task 1 (29,000
+image captions) under a wall-clock budget, then scores detokenised beam-search output
+with sacreBLEU (its default settings) on ``test_2016_flickr``, reports teacher-forced
+test perplexity, greedy (beam 1) BLEU beside beam BLEU, and draws source x target word
+alignments (the Transformer's: its last decoder layer's cross-attention, mean of heads).
 
 Run: ``attnlab run translate --src de --tgt en --attention luong-general
---budget-minutes 60``; ``--compare`` trains every variant at the same budget and adds
-one picture with all their alignments of one sentence.
+--budget-minutes 60``, or ``--model transformer``; ``--compare`` trains every variant
+at the same budget and adds one picture with all their alignments of one sentence.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -25,12 +28,17 @@ from attnlab.data.subword import SubwordTokenizer
 from attnlab.data.translation import ParallelCorpus, load_multi30k
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
 from attnlab.experiments._translate_eval import draw_alignments, draw_comparison, perplexity
+from attnlab.interpret.explain import AttentionTrace, trace_attention
 from attnlab.models.search import beam_search
 from attnlab.models.seq2seq import ATTENTIONS, Seq2Seq
+from attnlab.models.transformer import TransformerSeq2Seq
 from attnlab.train import load_checkpoint, seed_everything
 from attnlab.train.budget import fit_budget
 
 Language = Literal["de", "en", "fr"]
+TRANSFORMER = "transformer"
+MODELS = (*ATTENTIONS, TRANSFORMER)
+Translator = Seq2Seq | TransformerSeq2Seq
 
 
 @dataclass(frozen=True)
@@ -40,9 +48,10 @@ class TranslateConfig:
     Attributes:
         src: source language.
         tgt: target language.
-        attention: the variant trained (ignored with --compare).
+        model: rnn (an encoder-decoder RNN with the --attention variant) or transformer.
+        attention: the RNN's attention variant (ignored with --compare).
         compare: train every variant in `variants` at the same budget.
-        variants: the variants of --compare.
+        variants: the variants of --compare (RNN attentions, and "transformer").
         budget_minutes: training budget per model (training plus validation).
         max_epochs: most epochs per model.
         patience: epochs without validation improvement before stopping.
@@ -50,7 +59,13 @@ class TranslateConfig:
         embedding_dim: token embedding size.
         hidden_size: decoder state size (encoder: half per direction).
         layers: RNN layers.
-        dropout: dropout on embeddings and before the output layer.
+        d_model: Transformer width.
+        heads: Transformer attention heads.
+        ff_dim: Transformer feed-forward size.
+        transformer_layers: Transformer encoder and decoder layers (each).
+        positions: Transformer positions: sinusoidal, learned or rotary.
+        dropout: dropout on embeddings and before the output layer (Transformer: also
+            on sublayers and attention probabilities).
         input_feeding: Luong's input feeding (slower: one RNN call per word).
         half_width: window half-width D of local-m and local-p.
         hard_evaluation: hard attention at test time: the argmax position, or the
@@ -59,6 +74,7 @@ class TranslateConfig:
         max_len: pieces per sentence; longer ones are cut with a warning.
         batch_size: sentence pairs per batch (batches group similar lengths).
         lr: Adam learning rate (halved after an epoch without improvement).
+        warmup_steps: linear learning-rate warm-up over the first steps (0 = none).
         label_smoothing: label smoothing of the training loss.
         beam_size: beam of the reported BLEU (greedy is reported beside it).
         length_penalty: alpha of the beam's length normalisation score / len^alpha.
@@ -70,6 +86,7 @@ class TranslateConfig:
 
     src: Language = "de"
     tgt: Language = "en"
+    model: Literal["rnn", "transformer"] = "rnn"
     attention: str = "luong-general"
     compare: bool = False
     variants: tuple[str, ...] = ATTENTIONS
@@ -80,6 +97,11 @@ class TranslateConfig:
     embedding_dim: int = 256
     hidden_size: int = 256
     layers: int = 1
+    d_model: int = 256
+    heads: int = 4
+    ff_dim: int = 1024
+    transformer_layers: int = 3
+    positions: Literal["sinusoidal", "learned", "rotary"] = "sinusoidal"
     dropout: float = 0.3
     input_feeding: bool = False
     half_width: int = 5
@@ -88,6 +110,7 @@ class TranslateConfig:
     max_len: int = 60
     batch_size: int = 128
     lr: float = 2e-3
+    warmup_steps: int = 0
     label_smoothing: float = 0.1
     beam_size: int = 5
     length_penalty: float = 1.0
@@ -97,11 +120,13 @@ class TranslateConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        for name in (self.attention, *self.variants):
-            if name not in ATTENTIONS:
-                raise ValueError(
-                    f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}"
-                )
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTIONS)}"
+            )
+        for name in self.variants:
+            if name not in MODELS:
+                raise ValueError(f"unknown variant {name!r}; choose among {', '.join(MODELS)}")
         if self.src == self.tgt:
             raise ValueError(f"--src and --tgt must differ; both are {self.src!r}")
         if not self.budget_minutes > 0 or self.max_epochs < 1 or self.batch_size < 1:
@@ -112,7 +137,9 @@ class TranslateConfig:
     @property
     def models(self) -> tuple[str, ...]:
         """The variants this run trains."""
-        return self.variants if self.compare else (self.attention,)
+        if self.compare:
+            return self.variants
+        return (TRANSFORMER,) if self.model == TRANSFORMER else (self.attention,)
 
 
 @dataclass(frozen=True)
@@ -179,8 +206,22 @@ def length_batches(
     return out
 
 
-def build(cfg: TranslateConfig, attention: str, data: Data) -> Seq2Seq:
-    """The model of one variant."""
+def build(cfg: TranslateConfig, attention: str, data: Data) -> Translator:
+    """The model of one variant (an RNN attention, or ``"transformer"``)."""
+    if attention == TRANSFORMER:
+        return TransformerSeq2Seq(
+            data.src_tok.vocab_size,
+            data.tgt_tok.vocab_size,
+            d_model=cfg.d_model,
+            num_heads=cfg.heads,
+            ff_dim=cfg.ff_dim,
+            encoder_layers=cfg.transformer_layers,
+            decoder_layers=cfg.transformer_layers,
+            dropout=cfg.dropout,
+            positions=cfg.positions,
+            max_len=cfg.max_len + 2,
+            pad_id=data.src_tok.pad_id,
+        )
     return Seq2Seq(
         data.src_tok.vocab_size,
         data.tgt_tok.vocab_size,
@@ -199,7 +240,7 @@ def build(cfg: TranslateConfig, attention: str, data: Data) -> Seq2Seq:
 
 
 def translate(
-    model: Seq2Seq, data: Data, split: str, beam_size: int, cfg: TranslateConfig
+    model: Translator, data: Data, split: str, beam_size: int, cfg: TranslateConfig
 ) -> tuple[list[str], list]:
     """Detokenised translations of a split, and the hypotheses (weights included)."""
     src, src_len, _, _ = data.tensors[split]
@@ -219,7 +260,7 @@ def translate(
     return data.tgt_tok.decode([h.tokens for h in hyps]), hyps
 
 
-def train_one(cfg: TranslateConfig, data: Data, name: str, run: RunDir) -> tuple[Seq2Seq, dict]:
+def train_one(cfg: TranslateConfig, data: Data, name: str, run: RunDir) -> tuple[Translator, dict]:
     """Train (or resume) one variant; return it with its metrics."""
     seed_everything(cfg.seed)
     model = build(cfg, name, data)
@@ -239,6 +280,7 @@ def train_one(cfg: TranslateConfig, data: Data, name: str, run: RunDir) -> tuple
         budget_seconds=cfg.budget_minutes * 60,
         max_epochs=cfg.max_epochs,
         patience=cfg.patience,
+        warmup_steps=cfg.warmup_steps,
         checkpoint_dir=folder,
         desc=name,
     )
@@ -331,6 +373,29 @@ def report(cfg: TranslateConfig, results: list[ModelResult], run_dir: RunDir) ->
     return "\n".join(lines) + "\n"
 
 
+def explain(cfg: TranslateConfig, folder: Path, text: str) -> AttentionTrace:
+    """The trained Transformer encoder's self-attention over one source sentence."""
+    if TRANSFORMER not in cfg.models:
+        raise ValueError(
+            f"{folder} trained {', '.join(cfg.models)}: only a Transformer run has "
+            "self-attention layers to explain (attnlab run translate --model transformer)"
+        )
+    checkpoint = folder / "checkpoints" / TRANSFORMER / "best"
+    data = prepare(cfg)
+    model = build(cfg, TRANSFORMER, data)
+    load_checkpoint(checkpoint, model=model)
+    model.eval()
+    ids, lengths = data.src_tok.encode([text], cfg.max_len)
+    with torch.no_grad():
+        return trace_attention(
+            model,
+            lambda: model.encode(ids, lengths),
+            data.src_tok.pieces(text, cfg.max_len),
+            layers="encoder.*",
+            description=f"Transformer {cfg.src}->{cfg.tgt} encoder ({folder.name})",
+        )
+
+
 register(
     ExperimentSpec(
         name="translate",
@@ -339,6 +404,7 @@ register(
         run=run,
         dataset=lambda cfg: f"multi30k-{cfg.src}-{cfg.tgt}",
         report=report,
+        explain=explain,
     )
 )
 

@@ -4,15 +4,19 @@ from attnlab.models.classifier import POOLINGS, TextClassifier
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.models.search import Hypothesis, beam_search, greedy_search
 from attnlab.models.seq2seq import ATTENTIONS, Seq2Seq
+from attnlab.models.transformer import POSITIONS, TransformerLM, TransformerSeq2Seq
 
 __all__ = [
     "ATTENTIONS",
     "POOLINGS",
+    "POSITIONS",
     "FlatClassifier",
     "HANClassifier",
     "Hypothesis",
     "Seq2Seq",
     "TextClassifier",
+    "TransformerLM",
+    "TransformerSeq2Seq",
     "beam_search",
     "greedy_search",
 ]

@@ -1,4 +1,8 @@
-"""Batched beam search (and greedy search, its beam of one) for :class:`Seq2Seq`.
+"""Batched beam search (and greedy search, its beam of one) for encoder-decoders.
+
+Any model with ``encode``, ``initial_state``, ``step`` and ``pad_id`` works: the RNN
+:class:`~attnlab.models.seq2seq.Seq2Seq` and the
+:class:`~attnlab.models.transformer.TransformerSeq2Seq` (whose state is its KV caches).
 
 Every sentence of the batch keeps ``beam_size`` hypotheses. A hypothesis that emits
 EOS is finished: it keeps its score and only extends with padding at no cost, so it
@@ -11,11 +15,42 @@ weights of the winner, one row per target token, come back with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from attnlab.models.seq2seq import Seq2Seq
+from attnlab.models.seq2seq import StepOutput
+
+
+class EncoderDecoder(Protocol):
+    """What the search needs of a model."""
+
+    pad_id: int
+    training: bool
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Any:  # noqa: D102
+        ...
+
+    def initial_state(self, memory: Any) -> Any:  # noqa: D102
+        ...
+
+    def step(  # noqa: D102
+        self,
+        memory: Any,
+        tokens: Tensor,
+        state: Any,
+        feed: Tensor | None,
+        t: int,
+        *,
+        need_weights: bool = False,
+    ) -> tuple[StepOutput, Any, Tensor | None]: ...
+
+    def eval(self) -> Any:  # noqa: D102
+        ...
+
+    def train(self, mode: bool = True) -> Any:  # noqa: D102
+        ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +64,7 @@ class Hypothesis:
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq,
+    model: EncoderDecoder,
     src: Tensor,
     src_lengths: Tensor,
     *,
@@ -57,6 +92,7 @@ def beam_search(
         One :class:`Hypothesis` per source sentence, in order.
 
     Example:
+        >>> from attnlab.models.seq2seq import Seq2Seq
         >>> model = Seq2Seq(9, 9, attention="luong-dot", embedding_dim=4, hidden_size=4)
         >>> hyps = beam_search(model, torch.tensor([[3, 4, 5]]), torch.tensor([3]),
         ...                    bos_id=1, eos_id=2, beam_size=2, max_len=4)
@@ -84,7 +120,7 @@ def beam_search(
 
 
 def greedy_search(
-    model: Seq2Seq,
+    model: EncoderDecoder,
     src: Tensor,
     src_lengths: Tensor,
     *,
@@ -108,7 +144,7 @@ def greedy_search(
 
 
 def _search(
-    model: Seq2Seq,
+    model: EncoderDecoder,
     src: Tensor,
     src_lengths: Tensor,
     bos_id: int,
@@ -130,6 +166,7 @@ def _search(
     lengths = torch.zeros(batch * k, device=src.device)
     history = src.new_zeros(batch * k, 0)
     weights_history = memory.values.new_zeros(batch * k, 0, src_len) if need_weights else None
+    attended = False  # a model without attention (RNN "none") returns no weights
     for t in range(max_len):
         out, state, feed = model.step(memory, tokens, state, feed, t, need_weights=need_weights)
         log_p = torch.log_softmax(out.logits[:, 0].float(), dim=-1)
@@ -150,6 +187,7 @@ def _search(
         lengths = lengths.index_select(0, origin) + (~was_finished).float()
         history = torch.cat([history.index_select(0, origin), tokens.unsqueeze(-1)], dim=-1)
         if weights_history is not None and out.weights is not None:
+            attended = True
             step_w = out.weights[:, 0].index_select(0, origin)
             weights_history = torch.cat(
                 [weights_history.index_select(0, origin), step_w.unsqueeze(1)], dim=1
@@ -164,9 +202,7 @@ def _search(
             int(lengths[i]),
             float(normalised[i]),
             eos_id,
-            weights_history[i]
-            if weights_history is not None and model.attention is not None
-            else None,
+            weights_history[i] if weights_history is not None and attended else None,
         )
         for i in best.tolist()
     ]
@@ -180,7 +216,9 @@ def _hypothesis(
     return Hypothesis(words, score, None if w is None else w[:length].clone())
 
 
-def _select_state(state: Tensor | tuple[Tensor, Tensor], index: Tensor):
-    if isinstance(state, tuple):
+def _select_state(state: Any, index: Tensor) -> Any:
+    if isinstance(state, Tensor):  # an RNN's (layers, B, H) state
+        return state.index_select(1, index)
+    if isinstance(state, tuple):  # an LSTM's (h, c)
         return tuple(s.index_select(1, index) for s in state)
-    return state.index_select(1, index)
+    return state.select(index)  # a Transformer's per-layer KV caches

@@ -341,15 +341,10 @@ class Seq2Seq(nn.Module):
         average and the entropy bonus is ``entropy_weight``.
         """
         out = self(src, src_lengths, tgt_in)
+        loss, nll, count, token_ll = sequence_loss(
+            out.logits, tgt_out, pad_id=self.pad_id, label_smoothing=label_smoothing
+        )
         real = tgt_out != self.pad_id
-        count = real.sum()
-        log_p = F.log_softmax(out.logits.float(), dim=-1)  # once, shared by both terms
-        token_ll = log_p.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
-        nll = -(token_ll * real).sum()
-        # Label smoothing: cross-entropy against (1 - eps) one-hot + eps uniform.
-        smooth = -(log_p.mean(-1) * real).sum()
-        denom = count.clamp(min=1)
-        loss = ((1 - label_smoothing) * nll + label_smoothing * smooth) / denom
         if self.baseline is not None and self.training and out.log_prob is not None:
             reward = token_ll.detach()
             if not bool(self.baseline.started):  # first batch: its own mean, not zero
@@ -364,7 +359,34 @@ class Seq2Seq(nn.Module):
                 entropy_weight=self.entropy_weight,
             )
             self.baseline.update(reward[real])
-        return loss, nll.detach(), count
+        return loss, nll, count
+
+
+def sequence_loss(
+    logits: Tensor, target: Tensor, *, pad_id: int, label_smoothing: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Label-smoothed token cross-entropy of a decoder, padding ignored.
+
+    Smoothing is cross-entropy against ``(1 - eps)`` one-hot plus ``eps`` uniform.
+
+    Args:
+        logits: ``(B, T, V)``.
+        target: ``(B, T)`` ids; ``pad_id`` positions do not count.
+        pad_id: padding id.
+        label_smoothing: ``eps``.
+
+    Returns:
+        ``(loss per real token, summed NLL (detached), real-token count, per-token
+        log-likelihood (B, T))``.
+    """
+    real = target != pad_id
+    count = real.sum()
+    log_p = F.log_softmax(logits.float(), dim=-1)  # once, shared by both terms
+    token_ll = log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    nll = -(token_ll * real).sum()
+    smooth = -(log_p.mean(-1) * real).sum()
+    loss = ((1 - label_smoothing) * nll + label_smoothing * smooth) / count.clamp(min=1)
+    return loss, nll.detach(), count, token_ll
 
 
 def _cat(parts: list[Tensor | None]) -> Tensor | None:

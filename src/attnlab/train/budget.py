@@ -40,6 +40,7 @@ class BudgetResult:
         history: one record per epoch (train loss, val metric, lr, seconds).
         seconds: wall-clock seconds of training and validation, over resumptions.
         stopped_by: ``"budget"``, ``"epochs"`` or ``"patience"``.
+        steps: optimizer steps taken (the warm-up resumes from it).
     """
 
     best_epoch: int
@@ -47,6 +48,7 @@ class BudgetResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     stopped_by: str = "epochs"
+    steps: int = 0
 
 
 def fit_budget(
@@ -61,6 +63,7 @@ def fit_budget(
     patience: int | None = None,
     grad_clip: float | None = 1.0,
     decay: float = 0.5,
+    warmup_steps: int = 0,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     desc: str = "",
@@ -81,6 +84,8 @@ def fit_budget(
         patience: stop after this many epochs without improvement (None: never).
         grad_clip: clip the gradient norm to this (None: no clipping).
         decay: learning-rate factor on a plateau (1.0 keeps it).
+        warmup_steps: the learning rate rises linearly from ``lr / warmup_steps`` to
+            ``lr`` over the first optimizer steps (Transformers train badly without).
         checkpoint_dir: where ``last/`` and ``best/`` go after every epoch; an existing
             ``last/`` is resumed (elapsed time included).
         progress: show a tqdm bar per epoch.
@@ -110,7 +115,7 @@ def fit_budget(
             result.stopped_by = "patience"
             break
         epoch = len(result.history) + 1
-        train_loss, out_of_time = _epoch(
+        train_loss, out_of_time, result.steps = _epoch(
             model,
             batches(epoch),
             step,
@@ -119,6 +124,7 @@ def fit_budget(
             deadline,
             progress,
             f"{desc} epoch {epoch}".strip(),
+            _Warmup(warmup_steps, result.steps),
         )
         metric = validate()
         record = {
@@ -137,6 +143,8 @@ def fit_budget(
             bad += 1
             for group in optimizer.param_groups:
                 group["lr"] *= decay
+                if "peak_lr" in group:  # warm-up's target decays with it
+                    group["peak_lr"] *= decay
         if out_of_time or time.perf_counter() >= deadline:
             result.stopped_by = "budget"
         if directory is not None:
@@ -155,7 +163,8 @@ def _epoch(
     deadline: float,
     progress: bool,
     label: str,
-) -> tuple[float, bool]:
+    warmup: _Warmup,
+) -> tuple[float, bool, int]:
     model.train()
     total, tokens, out_of_time = 0.0, 0, False
     bar = tqdm(
@@ -171,6 +180,7 @@ def _epoch(
         loss.backward()
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        warmup.apply(optimizer)
         optimizer.step()
         total, tokens = total + float(nll), tokens + int(count)
         bar.set_postfix(ppl=f"{math.exp(min(total / max(tokens, 1), 50)):.1f}")
@@ -178,7 +188,22 @@ def _epoch(
             out_of_time = True
             break
     bar.close()
-    return total / max(tokens, 1), out_of_time
+    return total / max(tokens, 1), out_of_time, warmup.step
+
+
+class _Warmup:
+    """Linear warm-up: step ``n`` (1-based) of ``total`` runs at ``peak_lr * n / total``."""
+
+    def __init__(self, total: int, step: int) -> None:
+        self.total, self.step = total, step
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> None:
+        self.step += 1
+        if self.step > self.total:
+            return
+        for group in optimizer.param_groups:
+            peak = group.setdefault("peak_lr", group["lr"])
+            group["lr"] = peak * min(1.0, self.step / max(self.total, 1))
 
 
 def _save(
