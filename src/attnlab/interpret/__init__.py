@@ -10,26 +10,64 @@ Text for now:
 - :func:`highlight_html` / :func:`write_highlight_html`: a self-contained page in which
   each word is shaded by its weight, from a list of :class:`TextAttentionExample`.
 
+Inside a model:
+
+- :func:`capture`: a context manager collecting the exact weights of chosen attention
+  layers (attnlab modules and ``torch.nn.MultiheadAttention``) from the outside.
+- :func:`attention_rollout` / :func:`attention_flow`: Abnar & Zuidema 2020, how much
+  each input token reaches each output token through the layers.
+- :func:`plot_head_grid` (layer x head heatmaps), :func:`plot_token_attribution` (bars),
+  :func:`write_attention_html` (hover a token to see what it attends to).
+
 Weights may be torch tensors (any dtype or device) or numpy arrays. The module draws
 with matplotlib's object API and the Agg backend: no display, no global pyplot state.
 """
 
+from attnlab.interpret.capture import Captured, attention_modules, capture
 from attnlab.interpret.documents import (
     DocumentAttentionExample,
     document_html,
     write_document_html,
 )
 from attnlab.interpret.grid import AlignmentPanel, plot_alignment_grid
+from attnlab.interpret.heads import (
+    MAX_PANELS,
+    HeadGridSelection,
+    head_grid_figure,
+    plot_head_grid,
+    plot_token_attribution,
+    select_heads,
+    token_attribution_figure,
+)
 from attnlab.interpret.heatmap import (
     alignment_figure,
     plot_alignment,
     plot_token_weights,
     token_weights_figure,
 )
+from attnlab.interpret.hover import attention_html, attention_payload, write_attention_html
 from attnlab.interpret.html import TextAttentionExample, highlight_html, write_highlight_html
+from attnlab.interpret.rollout import HeadFusion, attention_flow, attention_rollout, fuse_layers
 from attnlab.interpret.subwords import group_pieces, merge_subword_alignment
 
 __all__ = [
+    "MAX_PANELS",
+    "HeadFusion",
+    "HeadGridSelection",
+    "attention_flow",
+    "attention_html",
+    "attention_payload",
+    "attention_rollout",
+    "fuse_layers",
+    "head_grid_figure",
+    "plot_head_grid",
+    "plot_token_attribution",
+    "select_heads",
+    "token_attribution_figure",
+    "write_attention_html",
+    "Captured",
+    "attention_modules",
+    "capture",
     "DocumentAttentionExample",
     "document_html",
     "write_document_html",

@@ -14,10 +14,13 @@ import torch
 
 __all__ = [
     "TokenWeightsRow",
+    "as_attention_layers",
     "as_weights",
+    "check_indices",
     "check_tokens",
     "format_weight",
     "parse_token_rows",
+    "single_item_layers",
     "truncation_note",
 ]
 
@@ -145,3 +148,131 @@ def format_weight(value: float) -> str:
     if value != 0.0 and abs(value) < 1e-3:
         return f"{value:.1e}"
     return f"{value:.3f}"
+
+
+def as_attention_layers(
+    attentions: Sequence[Any], *, name: str = "attentions"
+) -> tuple[torch.Tensor, bool]:
+    """Check a model's per-layer attention weights and stack them into one tensor.
+
+    Args:
+        attentions: One entry per layer, bottom layer first: tensors or arrays of
+            shape (B, H, L, L) or (H, L, L), all the same shape, rows = queries.
+        name: How the argument is called in error messages.
+
+    Returns:
+        ``(stacked, batched)``: a float tensor of shape (n_layers, B, H, L, L) (B = 1
+        for unbatched input; at least float32, on the first layer's device) and
+        whether the input had a batch dimension.
+
+    Raises:
+        TypeError: If ``attentions`` is a single tensor or array, not a sequence.
+        ValueError: If it is empty, ragged, of the wrong rank, not square in its last
+            two dimensions, or holds negative, NaN or infinite values.
+
+    Example:
+        >>> stacked, batched = as_attention_layers([torch.eye(3).expand(2, 3, 3)] * 4)
+        >>> tuple(stacked.shape), batched
+        ((4, 1, 2, 3, 3), False)
+    """
+    if isinstance(attentions, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"{name} must be a sequence with one tensor per layer, got one tensor")
+    if isinstance(attentions, (str, bytes)) or not isinstance(attentions, Sequence):
+        raise TypeError(f"{name} must be a sequence of tensors, got {type(attentions).__name__}")
+    if len(attentions) == 0:
+        raise ValueError(f"{name} is empty; give one (B, H, L, L) or (H, L, L) tensor per layer")
+    layers = [_as_tensor(a, f"{name}[{i}]") for i, a in enumerate(attentions)]
+    first = tuple(layers[0].shape)
+    for i, layer in enumerate(layers):
+        shape = tuple(layer.shape)
+        if layer.ndim not in (3, 4) or shape[-1] != shape[-2]:
+            raise ValueError(f"{name}[{i}] must have shape (B, H, L, L) or (H, L, L), got {shape}")
+        if shape != first:
+            raise ValueError(f"{name}[{i}] has shape {shape} but {name}[0] has shape {first}")
+    dtype = torch.promote_types(layers[0].dtype, torch.float32)
+    if not (dtype.is_floating_point and dtype.itemsize >= 4):
+        dtype = torch.float32  # integer or bool weights: compute in float32
+    device = layers[0].device
+    stacked = torch.stack([a.detach().to(device=device, dtype=dtype) for a in layers])
+    if not bool(torch.isfinite(stacked).all()):
+        raise ValueError(f"{name} contain NaN or infinite values")
+    if bool((stacked < 0).any()):
+        raise ValueError(f"{name} must be non-negative, got minimum {float(stacked.min()):.4g}")
+    batched = len(first) == 4
+    return (stacked if batched else stacked.unsqueeze(1)), batched
+
+
+def _as_tensor(value: Any, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        arr = np.asarray(value)
+        if arr.dtype.kind != "f" or arr.dtype.itemsize < 4:
+            arr = arr.astype(np.float64)  # lists, ints, bools, float16: widen
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric tensor or array") from exc
+    return torch.as_tensor(arr)
+
+
+def single_item_layers(attentions: Sequence[Any], *, name: str = "attentions") -> np.ndarray:
+    """Check per-layer attention weights of one input and return them as numpy.
+
+    Args:
+        attentions: One (H, L, L) or (1, H, L, L) tensor or array per layer.
+        name: How the argument is called in error messages.
+
+    Returns:
+        A float64 array of shape (n_layers, H, L, L).
+
+    Raises:
+        TypeError: See :func:`as_attention_layers`.
+        ValueError: See :func:`as_attention_layers`; also when the batch holds more
+            than one input, or L is 0.
+
+    Example:
+        >>> single_item_layers([np.full((2, 3, 3), 1 / 3)]).shape
+        (1, 2, 3, 3)
+    """
+    stacked, _ = as_attention_layers(attentions, name=name)
+    if stacked.shape[1] != 1:
+        raise ValueError(
+            f"{name} hold a batch of {stacked.shape[1]} inputs; pass one: [a[0] for a in {name}]"
+        )
+    if stacked.shape[-1] == 0:
+        raise ValueError(f"{name} have no tokens (L = 0)")
+    return stacked[:, 0].cpu().numpy().astype(np.float64)
+
+
+def check_indices(values: Sequence[int] | None, size: int, name: str) -> tuple[int, ...]:
+    """Check layer or head indices against their count; negative ones count from the end.
+
+    Args:
+        values: The indices, or None for all of ``range(size)``.
+        size: How many layers (or heads) there are.
+        name: The argument name, for error messages (e.g. ``"layers"``).
+
+    Returns:
+        The indices, non-negative, in the order given.
+
+    Raises:
+        TypeError: If ``values`` is not a sequence of integers.
+        ValueError: If it is empty or an index is out of range.
+
+    Example:
+        >>> check_indices([0, -1], 12, "layers")
+        (0, 11)
+    """
+    if values is None:
+        return tuple(range(size))
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a sequence of integers, got {type(values).__name__}")
+    if len(values) == 0:
+        raise ValueError(f"{name} is empty; give at least one index or None for all")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must hold integers, got {v!r}")
+        if not -size <= v < size:
+            raise ValueError(f"{name} index {v} is out of range for {size} {name}")
+        out.append(int(v) % size)
+    return tuple(out)
