@@ -19,15 +19,21 @@ def _core(quick: bool = False) -> list[dict]:
     return core.run_core(quick=quick)
 
 
+def _multihead(quick: bool = False) -> list[dict]:
+    from attnlab.bench import multihead
+
+    return multihead.run_multihead(quick=quick)
+
+
 # Suite name -> function(quick: bool) -> rows. Add a suite by adding an entry.
-SUITES: dict[str, Callable[..., list[dict]]] = {"core": _core}
+SUITES: dict[str, Callable[..., list[dict]]] = {"core": _core, "mha": _multihead}
 
 
 def get_suite(name: str) -> Callable[..., list[dict]]:
     """Look up a benchmark suite.
 
     Args:
-        name: The suite name (``"core"``).
+        name: The suite name (``"core"``, ``"mha"``).
 
     Returns:
         The suite's function, ``suite(quick=False) -> list[dict]``.

@@ -164,6 +164,33 @@ def _throughput_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _multihead_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    found = _by_figure(rows, "multihead_forward_backward")
+    if not found:
+        return []
+    body = [
+        [
+            str(r["length"]),
+            str(r["batch"]),
+            f"{1e3 * r['attnlab_s']:.1f}",
+            f"{1e3 * r['torch_s']:.1f}",
+            f"{1e3 * r['bare_s']:.1f}",
+            f"{r['vs_torch']:.2f}x",
+            f"{r['vs_bare']:.2f}x",
+        ]
+        for r in found
+    ]
+    header = ["length", "batch", "attnlab (ms)", "torch (ms)", "bare (ms)"]
+    return [
+        "## MultiHeadAttention forward+backward vs torch.nn.MultiheadAttention and bare SDPA",
+        "",
+        *_table(header + ["attnlab / torch", "attnlab / bare"], body),
+        "",
+        "bare = one packed input projection + bare SDPA + output projection.",
+        "",
+    ]
+
+
 def _memory_section(rows: Sequence[dict[str, Any]], plotted: bool) -> list[str]:
     found = _by_figure(rows, "peak_memory")
     if not found:
@@ -216,7 +243,12 @@ def summary_markdown(
         "Ratios are measured side by side in one run; absolute times vary between machines.",
         "",
     ]
-    body = _overhead_section(rows) + _throughput_section(rows) + _memory_section(rows, plotted)
+    body = (
+        _overhead_section(rows)
+        + _throughput_section(rows)
+        + _multihead_section(rows)
+        + _memory_section(rows, plotted)
+    )
     return "\n".join(head + (body or ["No figures this summary knows; see results.csv.", ""]))
 
 

@@ -1,4 +1,4 @@
-"""The ``attnlab`` command: ``run``, ``list`` and ``bench``.
+"""The ``attnlab`` command: ``run``, ``list``, ``bench`` and ``explain``.
 
 Errors a user can fix (a bad flag value, an unknown name, a folder that holds a run)
 print one line, ``attnlab: error: <message>``, and exit with status 2; ``--traceback``
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import attnlab
 from attnlab.cli._bench import bench_command
+from attnlab.cli._explain import add_explain_parser
 from attnlab.cli._run import list_command, run_command
 
 __all__ = ["build_parser", "main"]
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a new folder (default: runs/bench/<YYYYmmdd-HHMMSS>)",
     )
     bench.set_defaults(handler=bench_command)
+    add_explain_parser(sub)
     return parser
 
 

@@ -89,6 +89,9 @@ class ExperimentSpec:
         dataset: ``dataset(config)`` names the dataset for ``results.json``.
         report: Optional ``report(config, results, run_dir)`` returning markdown that is
             appended to ``report.md`` (figures, notes).
+        explain: Optional ``explain(config, run_folder, text)`` returning the
+            :class:`~attnlab.interpret.explain.AttentionTrace` of one sentence through the
+            run's trained model (``attnlab explain TEXT --model RUN_FOLDER``).
     """
 
     name: str
@@ -97,6 +100,7 @@ class ExperimentSpec:
     run: Callable[[Any, RunDir], list[ModelResult]]
     dataset: Callable[[Any], str]
     report: Callable[[Any, list[ModelResult], RunDir], str] | None = None
+    explain: Callable[[Any, Path, str], Any] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", self.name):
