@@ -122,7 +122,8 @@ def capture(
 
     Yields:
         A :class:`Captured`, filled as the model runs. Multi-head modules record
-        ``(B, H, Lq, Lk)`` pre-dropout probabilities.
+        ``(B, H, Lq, Lk)`` pre-dropout probabilities (torch's own module returns its
+        weights after dropout while training: capture it in eval mode).
 
     Raises:
         ValueError: the model has no attention module.
