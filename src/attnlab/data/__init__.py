@@ -10,6 +10,8 @@
 - :mod:`attnlab.data.documents`: multi-sentence documents for hierarchical attention
   (Pang & Lee movie reviews) and a synthetic key-sentence task.
 - :mod:`attnlab.data.synthetic`: tasks with a known alignment, for tests.
+- :mod:`attnlab.data.pretrained`: Hugging Face BERT checkpoint folders (the pretrained
+  all-MiniLM-L6-v2 from the package index), their config and WordPiece tokenizer.
 
 Example:
     >>> corpus = load_sentiment("uci")  # doctest: +SKIP
@@ -29,6 +31,16 @@ from attnlab.data.documents import (
     load_movie_reviews,
     split_sentences,
     synthetic_documents,
+)
+from attnlab.data.pretrained import (
+    BERT_MODEL_TYPES,
+    PRETRAINED,
+    BertConfig,
+    PretrainedSource,
+    WordPieceTokenizer,
+    load_bert_config,
+    load_tokenizer,
+    locate_pretrained,
 )
 from attnlab.data.sentiment import (
     SENTIMENT_CLASSES,
@@ -61,6 +73,14 @@ from attnlab.data.translation import (
 )
 
 __all__ = [
+    "BERT_MODEL_TYPES",
+    "PRETRAINED",
+    "BertConfig",
+    "PretrainedSource",
+    "WordPieceTokenizer",
+    "load_bert_config",
+    "load_tokenizer",
+    "locate_pretrained",
     "DOCUMENT_DATASETS",
     "DocumentCorpus",
     "document_tokens",

@@ -1,5 +1,6 @@
 """Complete networks assembled from :mod:`attnlab.nn`."""
 
+from attnlab.models.bert import BertEmbeddings, BertEncoder, convert_hf_bert, hf_bert_key_map
 from attnlab.models.classifier import POOLINGS, TextClassifier
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.models.search import Hypothesis, beam_search, greedy_search
@@ -7,6 +8,10 @@ from attnlab.models.seq2seq import ATTENTIONS, Seq2Seq
 from attnlab.models.transformer import POSITIONS, TransformerLM, TransformerSeq2Seq
 
 __all__ = [
+    "BertEmbeddings",
+    "BertEncoder",
+    "convert_hf_bert",
+    "hf_bert_key_map",
     "ATTENTIONS",
     "POOLINGS",
     "POSITIONS",
