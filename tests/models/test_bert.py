@@ -5,17 +5,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from attnlab.bench.equivalence import MINILM_SENTENCES, minilm_differences
 from attnlab.data import pretrained
 from attnlab.data.pretrained import PRETRAINED, BertConfig, load_tokenizer
 from attnlab.models.bert import BertEncoder, convert_hf_bert, hf_bert_key_map
 
-SENTENCES = [
-    "Great phone, works well!",
-    "The food was awful and the service was even worse; we waited forty-five minutes for a "
-    "cold burger, the fries were soggy, and nobody apologised when we finally complained.",
-    "ok",
-    "Not bad at all.",
-]
+SENTENCES = list(MINILM_SENTENCES)
 TINY = {
     "model_type": "bert",
     "vocab_size": 40,
@@ -57,33 +52,22 @@ def masked_max(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor) -> float:
 
 
 def test_minilm_matches_transformers_at_every_layer(real):
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
+    d = minilm_differences()
+    print(f"max abs diff: hidden {d['hidden_states']:.2e}, attention {d['attentions']:.2e}")
+    assert d["layers"] == 6 and d["hidden_state_count"] == 7
+    assert d["hidden_states"] <= 1e-4 and d["attentions"] <= 1e-4
+    assert d["last_hidden_fast_engine"] <= 1e-4
+
+
+def test_padding_keys_get_exactly_zero_weight(real):
     ids, mask = load_tokenizer(real).encode(SENTENCES, 64)
     assert ids.shape[1] > 30 and not mask.all()
     ours = BertEncoder.from_pretrained(real)
-    reference = transformers.BertModel.from_pretrained(
-        str(real), attn_implementation="eager"
-    ).eval()
     with torch.no_grad():
-        got = ours(ids, mask, need_weights=True, return_hidden=True)
+        got = ours(ids, mask, need_weights=True)
         fast = ours(ids, mask)
-        want = reference(
-            input_ids=ids,
-            attention_mask=mask.long(),
-            output_hidden_states=True,
-            output_attentions=True,
-        )
-    assert len(got.hidden_states) == len(want.hidden_states) == 7
-    assert len(got.attentions) == len(want.attentions) == 6
-    tokens = mask[:, :, None].float()
-    pairs = (mask[:, None, :, None] & mask[:, None, None, :]).float()
-    hidden = max(masked_max(a, b, tokens) for a, b in zip(got.hidden_states, want.hidden_states))
-    attention = max(masked_max(a, b, pairs) for a, b in zip(got.attentions, want.attentions))
-    last_fast = masked_max(fast.last_hidden, want.last_hidden_state, tokens)
-    print(f"max abs diff: hidden {hidden:.2e}, attention {attention:.2e}, fast {last_fast:.2e}")
-    assert hidden <= 1e-4 and attention <= 1e-4 and last_fast <= 1e-4
     assert fast.hidden_states is None and fast.attentions is None
-    # Padding keys get exactly zero weight.
     assert (got.attentions[0][2, :, :3, 3:] == 0).all()
 
 

@@ -25,15 +25,25 @@ def _multihead(quick: bool = False) -> list[dict]:
     return multihead.run_multihead(quick=quick)
 
 
+def _equivalence(quick: bool = False) -> list[dict]:
+    from attnlab.bench import equivalence
+
+    return equivalence.run_equivalence(quick=quick)
+
+
 # Suite name -> function(quick: bool) -> rows. Add a suite by adding an entry.
-SUITES: dict[str, Callable[..., list[dict]]] = {"core": _core, "mha": _multihead}
+SUITES: dict[str, Callable[..., list[dict]]] = {
+    "core": _core,
+    "mha": _multihead,
+    "equivalence": _equivalence,
+}
 
 
 def get_suite(name: str) -> Callable[..., list[dict]]:
     """Look up a benchmark suite.
 
     Args:
-        name: The suite name (``"core"``, ``"mha"``).
+        name: The suite name (``"core"``, ``"mha"``, ``"equivalence"``).
 
     Returns:
         The suite's function, ``suite(quick=False) -> list[dict]``.

@@ -191,6 +191,19 @@ def _multihead_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _equivalence_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    found = _by_figure(rows, "max_abs_difference")
+    if not found:
+        return []
+    lines = ["## Max abs difference against trusted references (float32)", ""]
+    for r in found:
+        numbers = ", ".join(
+            f"{k} {v:.1e}" for k, v in r.items() if isinstance(v, float) and k != "figure"
+        )
+        lines.append(f"- {r.get('reference', '')}: {r['case']}: {numbers or 'not measured'}")
+    return lines + [""]
+
+
 def _memory_section(rows: Sequence[dict[str, Any]], plotted: bool) -> list[str]:
     found = _by_figure(rows, "peak_memory")
     if not found:
@@ -247,6 +260,7 @@ def summary_markdown(
         _overhead_section(rows)
         + _throughput_section(rows)
         + _multihead_section(rows)
+        + _equivalence_section(rows)
         + _memory_section(rows, plotted)
     )
     return "\n".join(head + (body or ["No figures this summary knows; see results.csv.", ""]))
