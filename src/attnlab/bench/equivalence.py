@@ -57,7 +57,7 @@ def multihead_differences(embed: int = 24, heads: int = 4) -> list[dict]:
             t(q),
             t(k),
             t(v),
-            key_padding_mask=padding,
+            key_padding_mask=torch.zeros(3, 7).masked_fill(padding, float("-inf")),
             attn_mask=float_mask,
             average_attn_weights=False,
         )
