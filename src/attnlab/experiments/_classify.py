@@ -23,23 +23,32 @@ def fit_and_test(
     model_name: str,
     seed: int,
     run: RunDir,
+    optimizer: torch.optim.Optimizer | None = None,
+    epochs: int | None = None,
+    grad_clip: float = 5.0,
 ) -> tuple[float, float]:
-    """Train with Adam and early stopping, resumably; return the best epoch's test accuracy.
+    """Train with early stopping, resumably; return the best epoch's test accuracy.
+
+    The model is left holding the best epoch's weights.
 
     Args:
         model: the classifier, freshly built under ``seed``.
         loaders: ``(train, val, test)``.
-        cfg: the experiment's Config, with ``lr``, ``weight_decay``, ``epochs``,
-            ``patience`` and ``monitor``.
+        cfg: the experiment's Config, with ``monitor`` and, unless given below, ``lr``
+            and ``weight_decay`` (for Adam) and ``epochs``; ``patience`` if it has one.
         model_name: names the checkpoint folder and the progress bar.
         seed: the run's seed.
         run: the run folder; checkpoints go under ``run.checkpoints/model/seedN``.
+        optimizer: replaces Adam (e.g. with a learning-rate schedule of its own).
+        epochs: replaces ``cfg.epochs``.
+        grad_clip: gradient-norm clipping.
 
     Returns:
         ``(test accuracy, training seconds)``.
     """
     train, val, test = loaders
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt = run.checkpoints / model_name / f"seed{seed}"
     start = time.perf_counter()
     result = fit(
@@ -47,12 +56,12 @@ def fit_and_test(
         train,
         val,
         optimizer=optimizer,
-        epochs=cfg.epochs,
-        patience=cfg.patience,
+        epochs=cfg.epochs if epochs is None else epochs,
+        patience=getattr(cfg, "patience", None),
         monitor=cfg.monitor,
         checkpoint_dir=ckpt,
         resume=True,
-        grad_clip=5.0,
+        grad_clip=grad_clip,
         desc=f"{model_name} seed {seed}",
         config={"model": model_name, "seed": seed, **asdict(cfg)},
     )

@@ -23,7 +23,7 @@ import json
 import math
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -34,11 +34,12 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from attnlab.data import SentimentCorpus, load_sentiment, split_indices
 from attnlab.data.pretrained import WordPieceTokenizer, load_tokenizer, locate_pretrained
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments._classify import fit_and_test
 from attnlab.experiments._report import summarise
 from attnlab.interpret import TextAttentionExample, plot_token_weights, write_highlight_html
 from attnlab.models.bert import BertEncoder
 from attnlab.nn import AttentionPooling
-from attnlab.train import evaluate, fit, load_checkpoint, make_generator, seed_everything
+from attnlab.train import make_generator, seed_everything
 
 BASELINES = {
     "uci": "docs/results/sentiment-uci/results.json",
@@ -258,23 +259,18 @@ def _train_seed(
     )
     val, test = (DataLoader(TensorDataset(*inputs[s]), batch_size=128) for s in ("val", "test"))
     epochs = cfg.epochs if cfg.mode == "finetune" else cfg.probe_epochs
-    ckpt = run.checkpoints / name / f"seed{seed}"
-    result = fit(
+    accuracy, seconds = fit_and_test(
         model,
-        train,
-        val,
+        (train, val, test),
+        cfg,
+        model_name=name,
+        seed=seed,
+        run=run,
         optimizer=_optimizer(model, cfg, epochs * len(train)),
         epochs=epochs,
-        monitor=cfg.monitor,
-        checkpoint_dir=ckpt,
-        resume=True,
         grad_clip=1.0,
-        desc=f"{name} seed {seed}",
-        config={"model": name, "seed": seed, **asdict(cfg)},
     )
-    load_checkpoint(ckpt / "best", model=model)
-    accuracy = evaluate(model, test)["accuracy"]
-    return model, accuracy, result.seconds
+    return model, accuracy, seconds
 
 
 def run(cfg: MiniLMConfig, run_dir: RunDir) -> list[ModelResult]:

@@ -214,13 +214,7 @@ class Seq2Seq(nn.Module):
     # -- encoder ---------------------------------------------------------------------------
     def encode(self, src: Tensor, src_lengths: Tensor) -> Memory:
         """Annotations, prepared keys, mask and summary of a source batch."""
-        if src.dim() != 2 or src_lengths.shape != src.shape[:1]:
-            raise ValueError(
-                f"src must be (B, S) with src_lengths (B,); got {tuple(src.shape)} and "
-                f"{tuple(src_lengths.shape)}"
-            )
-        if (src_lengths < 1).any():
-            raise ValueError("every source sentence needs at least one token; got a length 0")
+        check_source(src, src_lengths)
         embedded = self.dropout(self.src_embed(src))
         packed = pack_padded_sequence(
             embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
@@ -360,6 +354,17 @@ class Seq2Seq(nn.Module):
             )
             self.baseline.update(reward[real])
         return loss, nll, count
+
+
+def check_source(src: Tensor, src_lengths: Tensor) -> None:
+    """One-line errors for a source batch that is not ``(B, S)`` ids with lengths >= 1."""
+    if src.dim() != 2 or src_lengths.shape != src.shape[:1]:
+        raise ValueError(
+            f"src must be (B, S) with src_lengths (B,); got {tuple(src.shape)} and "
+            f"{tuple(src_lengths.shape)}"
+        )
+    if (src_lengths < 1).any():
+        raise ValueError("every source sentence needs at least one token; got a length 0")
 
 
 def sequence_loss(

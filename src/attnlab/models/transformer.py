@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from attnlab.models.seq2seq import StepOutput, sequence_loss
+from attnlab.models.seq2seq import StepOutput, check_source, sequence_loss
 from attnlab.nn.multihead import KVCache
 from attnlab.nn.positional import (
     ALiBi,
@@ -190,13 +190,7 @@ class TransformerSeq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> TransformerMemory:
         """Encoder states and the source key mask."""
-        if src.dim() != 2 or src_lengths.shape != src.shape[:1]:
-            raise ValueError(
-                f"src must be (B, S) with src_lengths (B,); got {tuple(src.shape)} and "
-                f"{tuple(src_lengths.shape)}"
-            )
-        if (src_lengths < 1).any():
-            raise ValueError("every source sentence needs at least one token; got a length 0")
+        check_source(src, src_lengths)
         mask = torch.arange(src.shape[1], device=src.device) < src_lengths.unsqueeze(-1)
         x = self.dropout(self.positions.embed(self.src_embed(src)))
         return TransformerMemory(self.encoder(x, mask=mask).last_hidden, mask)

@@ -256,13 +256,28 @@ class EncoderOutput:
 
 
 class _Stack(nn.Module):
+    """``num_layers`` copies of ``layer_class``, plus a final LayerNorm if asked."""
+
+    layer_class: type[nn.Module]
+
     def __init__(
-        self, layer: Callable[[], nn.Module], num_layers: int, final_norm: bool, d_model: int
+        self,
+        num_layers: int,
+        d_model: int,
+        num_heads: int,
+        ff_dim: int,
+        *,
+        final_norm: bool | None = None,
+        **layer_kwargs,
     ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        self.layers = nn.ModuleList(layer() for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            self.layer_class(d_model, num_heads, ff_dim, **layer_kwargs) for _ in range(num_layers)
+        )
+        if final_norm is None:
+            final_norm = bool(layer_kwargs.get("norm_first", False))
         first = self.layers[0].norm_attn
         self.norm = (
             nn.LayerNorm(
@@ -312,23 +327,7 @@ class TransformerEncoder(_Stack):
         (3, torch.Size([2, 2, 5, 5]))
     """
 
-    def __init__(
-        self,
-        num_layers: int,
-        d_model: int,
-        num_heads: int,
-        ff_dim: int,
-        *,
-        final_norm: bool | None = None,
-        **layer_kwargs,
-    ) -> None:
-        norm_first = bool(layer_kwargs.get("norm_first", False))
-        super().__init__(
-            lambda: TransformerEncoderLayer(d_model, num_heads, ff_dim, **layer_kwargs),
-            num_layers,
-            norm_first if final_norm is None else final_norm,
-            d_model,
-        )
+    layer_class = TransformerEncoderLayer
 
     def forward(
         self,
@@ -366,23 +365,7 @@ class TransformerDecoder(_Stack):
         torch.Size([2, 4, 8])
     """
 
-    def __init__(
-        self,
-        num_layers: int,
-        d_model: int,
-        num_heads: int,
-        ff_dim: int,
-        *,
-        final_norm: bool | None = None,
-        **layer_kwargs,
-    ) -> None:
-        norm_first = bool(layer_kwargs.get("norm_first", False))
-        super().__init__(
-            lambda: TransformerDecoderLayer(d_model, num_heads, ff_dim, **layer_kwargs),
-            num_layers,
-            norm_first if final_norm is None else final_norm,
-            d_model,
-        )
+    layer_class = TransformerDecoderLayer
 
     def forward(
         self,
