@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import attnlab.experiments.minilm as minilm
+from attnlab.cli.main import main
 from attnlab.data import SentimentCorpus, pretrained
 from attnlab.data.pretrained import PRETRAINED, BertConfig
 from attnlab.experiments import run_experiment
@@ -86,8 +87,13 @@ def test_smoke_run_writes_results_report_and_pictures(tiny_bert, tmp_path, mode)
     assert (out / f"attention_minilm-attention-{mode}.png").stat().st_size > 1000
     page = (out / f"attention_minilm-attention-{mode}.html").read_text()
     assert "[CLS]" in page and "<span" in page
-    # Finished seeds keep a small record; their weights are gone.
-    assert not list(out.rglob("*.safetensors"))
+    # Finished seeds keep a small record; their weights are gone but seed 0's best model.
+    kept = list(out.rglob("*.safetensors"))
+    assert [p.parent.parent.name for p in kept] == ["seed0"]
+    if mode == "finetune":
+        explained = tmp_path / "x"
+        assert main(["explain", "great phone", "--model", str(out), "--out", str(explained)]) == 0
+        assert json.loads((explained / "explain.json").read_text())["layers"] == 1
     assert len(list(out.rglob("seed*.json"))) == 2
 
 

@@ -2,8 +2,9 @@
 
 ``--model minilm`` (the default) is the pretrained all-MiniLM-L6-v2 encoder;
 ``--model RUN_DIR`` is a run of an experiment that can explain itself (its
-:class:`~attnlab.experiments.ExperimentSpec` has ``explain``), e.g. a
-``translate --model transformer`` run, whose encoder is traced.
+:class:`~attnlab.experiments.ExperimentSpec` has ``explain``): a ``translate --model
+transformer`` run (its encoder) or a ``minilm-sentiment`` run (seed 0's fine-tuned
+encoder).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _run_trace(folder: Path, text: str) -> AttentionTrace:
     if spec.explain is None:
         raise ValueError(
             f"runs of {spec.name!r} cannot be explained yet; try a translate --model "
-            "transformer run or --model minilm"
+            "transformer run, a minilm-sentiment run, or --model minilm"
         )
     return spec.explain(spec.config(**_config_values(spec.config, info["config"])), folder, text)
 

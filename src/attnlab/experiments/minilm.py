@@ -37,9 +37,9 @@ from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
 from attnlab.experiments._classify import fit_and_test
 from attnlab.experiments._report import summarise
 from attnlab.interpret import TextAttentionExample, plot_token_weights, write_highlight_html
-from attnlab.models.bert import BertEncoder
-from attnlab.nn import AttentionPooling
-from attnlab.train import make_generator, seed_everything
+from attnlab.interpret.explain import AttentionTrace, trace_attention
+from attnlab.models.bert import BertEncoder, PooledClassifier
+from attnlab.train import load_checkpoint, make_generator, seed_everything
 
 BASELINES = {
     "uci": "docs/results/sentiment-uci/results.json",
@@ -101,44 +101,6 @@ class MiniLMConfig:
             raise ValueError(
                 f"warmup and dropout must be in [0, 1), got {self.warmup}, {self.dropout}"
             )
-
-
-class PooledClassifier(nn.Module):
-    """[Encoder ->] attention pooling over token states -> dropout -> linear classifier.
-
-    With an ``encoder``, ``x`` holds token ids; without one, hidden states (a frozen
-    encoder's, computed once). Columns that are padding in every row are dropped first.
-
-    Shapes:
-        x ``(B, L)`` ids or ``(B, L, E)`` states, mask ``(B, L)`` bool (True = token) ->
-        logits ``(B, C)``; pooling weights ``(B, L)``.
-    """
-
-    def __init__(
-        self,
-        hidden_size: int,
-        num_classes: int,
-        *,
-        encoder: BertEncoder | None = None,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.pool = AttentionPooling(hidden_size)
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, num_classes)
-
-    def forward_with_weights(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits and the pooling weights."""
-        n = int(mask.sum(1).max())
-        x, kept = x[:, :n], mask[:, :n]
-        hidden = x if self.encoder is None else self.encoder(x, kept).last_hidden
-        context, weights = self.pool(hidden, mask=kept, need_weights=True)
-        return self.out(self.dropout(context)), nn.functional.pad(weights, (0, mask.shape[1] - n))
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """Logits ``(B, C)``."""
-        return self.forward_with_weights(x, mask)[0]
 
 
 class LengthBatches(Sampler[list[int]]):
@@ -299,8 +261,7 @@ def run(cfg: MiniLMConfig, run_dir: RunDir) -> list[ModelResult]:
             if seed == 0:
                 record["pictures"] = _draw(cfg, data, model.eval(), inputs["test"], run_dir.path)
             done.write_text(json.dumps(record) + "\n", encoding="utf-8")
-            # The result is kept; the weights (about 0.5 GB when fine-tuning) are not.
-            shutil.rmtree(run_dir.checkpoints / name / f"seed{seed}")
+            _drop_weights(run_dir.checkpoints / name / f"seed{seed}", keep_best=seed == 0)
         accuracies.append(record["test_accuracy"])
         seconds.append(record["seconds"])
         parameters = record["parameters"]
@@ -311,6 +272,41 @@ def run(cfg: MiniLMConfig, run_dir: RunDir) -> list[ModelResult]:
         extra["frozen_encoder_parameters"] = encoder_parameters
     mean_seconds = sum(seconds) / len(seconds)
     return [ModelResult(name, {"test_accuracy": accuracies}, parameters, mean_seconds, extra)]
+
+
+def _drop_weights(folder: Path, *, keep_best: bool) -> None:
+    """Free a finished seed's checkpoints (about 0.5 GB when fine-tuning).
+
+    Seed 0 keeps its best model (about 90 MB) for ``attnlab explain --model RUN``.
+    """
+    for part in folder.iterdir():
+        if not (keep_best and part.name == "best"):
+            shutil.rmtree(part)
+
+
+def explain(cfg: MiniLMConfig, folder: Path, text: str) -> AttentionTrace:
+    """Seed 0's fine-tuned encoder: its self-attention over one sentence."""
+    best = folder / "checkpoints" / f"minilm-attention-{cfg.mode}" / "seed0" / "best"
+    if cfg.mode != "finetune" or not best.is_dir():
+        raise FileNotFoundError(
+            f"{folder} holds no fine-tuned encoder ({best} is missing; a probe run trains "
+            "none); explain the pretrained one with --model minilm"
+        )
+    source = locate_pretrained(cfg.checkpoint, data_dir=cfg.data_dir or None)
+    classes = len(load_sentiment(cfg.dataset, data_dir=cfg.data_dir or None).classes)
+    encoder = BertEncoder.from_pretrained(source)
+    model = PooledClassifier(encoder.config.hidden_size, classes, encoder=encoder)
+    load_checkpoint(best, model=model)
+    tokenizer = load_tokenizer(source)
+    ids, mask = tokenizer.encode([text], cfg.max_len)
+    with torch.no_grad():
+        return trace_attention(
+            model.eval(),
+            lambda: model(ids, mask),
+            tokenizer.tokens(ids[0]),
+            layers="encoder.*.self_attn",
+            description=f"MiniLM fine-tuned on {cfg.dataset} ({folder.name})",
+        )
 
 
 def _draw(cfg: MiniLMConfig, data: _Data, model: nn.Module, test: tuple, out: Path) -> list[str]:
@@ -396,5 +392,6 @@ register(
         run=run,
         dataset=lambda cfg: cfg.dataset,
         report=_report,
+        explain=explain,
     )
 )

@@ -1,6 +1,12 @@
 """Complete networks assembled from :mod:`attnlab.nn`."""
 
-from attnlab.models.bert import BertEmbeddings, BertEncoder, convert_hf_bert, hf_bert_key_map
+from attnlab.models.bert import (
+    BertEmbeddings,
+    BertEncoder,
+    PooledClassifier,
+    convert_hf_bert,
+    hf_bert_key_map,
+)
 from attnlab.models.classifier import POOLINGS, TextClassifier
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.models.search import Hypothesis, beam_search, greedy_search
@@ -10,6 +16,7 @@ from attnlab.models.transformer import POSITIONS, TransformerLM, TransformerSeq2
 __all__ = [
     "BertEmbeddings",
     "BertEncoder",
+    "PooledClassifier",
     "convert_hf_bert",
     "hf_bert_key_map",
     "ATTENTIONS",

@@ -27,9 +27,16 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attnlab.data.pretrained import BertConfig, load_bert_config, locate_pretrained
+from attnlab.nn.pooling import AttentionPooling
 from attnlab.nn.transformer import EncoderOutput, TransformerEncoder
 
-__all__ = ["BertEmbeddings", "BertEncoder", "convert_hf_bert", "hf_bert_key_map"]
+__all__ = [
+    "BertEmbeddings",
+    "BertEncoder",
+    "PooledClassifier",
+    "convert_hf_bert",
+    "hf_bert_key_map",
+]
 
 # Hugging Face's activation names -> attnlab's.
 _ACTIVATION = {
@@ -324,3 +331,41 @@ def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"{str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
+
+
+class PooledClassifier(nn.Module):
+    """[BERT encoder ->] attention pooling over token states -> dropout -> linear classifier.
+
+    With an ``encoder``, ``x`` holds token ids; without one, hidden states (a frozen
+    encoder's, computed once). Columns that are padding in every row are dropped first.
+
+    Shapes:
+        x ``(B, L)`` ids or ``(B, L, E)`` states, mask ``(B, L)`` bool (True = token) ->
+        logits ``(B, C)``; pooling weights ``(B, L)``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_classes: int,
+        *,
+        encoder: BertEncoder | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pool = AttentionPooling(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, num_classes)
+
+    def forward_with_weights(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and the pooling weights."""
+        n = int(mask.sum(1).max())
+        x, kept = x[:, :n], mask[:, :n]
+        hidden = x if self.encoder is None else self.encoder(x, kept).last_hidden
+        context, weights = self.pool(hidden, mask=kept, need_weights=True)
+        return self.out(self.dropout(context)), nn.functional.pad(weights, (0, mask.shape[1] - n))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Logits ``(B, C)``."""
+        return self.forward_with_weights(x, mask)[0]
