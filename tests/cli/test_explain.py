@@ -37,3 +37,15 @@ def test_explain_refuses_a_folder_that_holds_files(tmp_path, capsys):
     assert main(["explain", "fine", "--out", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_long_input_is_cut_at_the_position_limit_with_a_note(tmp_path, capsys):
+    text = " ".join(["the plot wanders but the music is lovely"] * 80)  # ~640 word pieces
+    out = tmp_path / "long"
+    argv = ["explain", text, "--no-flow", "--layers", "5", "--heads", "0,1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "MiniLM reads the first 512" in printed
+    summary = json.loads((out / "explain.json").read_text())
+    assert len(summary["tokens"]) == 512 and "flow" not in summary["files"]
+    assert "first 128 of 512 tokens shown" in (out / "attention.html").read_text()

@@ -67,6 +67,11 @@ def minilm_trace(text: str, *, data_dir: str | None = None) -> AttentionTrace:
     tokenizer = load_tokenizer(folder)
     model = BertEncoder.from_pretrained(folder).eval()
     ids, mask = tokenizer.encode([text], max_len=model.config.max_position_embeddings)
+    if tokenizer.count(text) > ids.shape[1]:
+        print(
+            f"note: the sentence has {tokenizer.count(text)} word pieces; MiniLM reads the "
+            f"first {ids.shape[1]} (its position limit)"
+        )
     return trace_attention(
         model,
         lambda: model(ids, mask),

@@ -396,6 +396,10 @@ class WordPieceTokenizer:
             mask[row, : len(p) + 2] = True
         return ids, mask
 
+    def count(self, text: str) -> int:
+        """Word pieces of ``text`` before truncation, ``[CLS]`` and ``[SEP]`` included."""
+        return len(self._tok.encode(text, add_special_tokens=False).ids) + 2
+
     def tokens(self, ids: torch.Tensor | Sequence[int]) -> list[str]:
         """The token strings of one encoded sentence ``(L,)``, padding left out (for display)."""
         values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)

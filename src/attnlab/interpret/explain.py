@@ -140,7 +140,8 @@ def write_explanation(
     }
     if flow:
         started = time.perf_counter()
-        flow_row = attention_flow(maps, outputs=[target])[0]
+        # One max-flow per input token: seconds at 128 tokens, a minute at 512; show it.
+        flow_row = attention_flow(maps, outputs=[target], progress=len(tokens) > 128)[0]
         summary["flow_seconds"] = time.perf_counter() - started
         summary["flow"] = [round(float(v), 5) for v in flow_row]
         files["flow"] = plot_token_attribution(
