@@ -399,7 +399,7 @@ def explain(cfg: TranslateConfig, folder: Path, text: str) -> AttentionTrace:
 register(
     ExperimentSpec(
         name="translate",
-        description="Multi30k translation: no attention, Bahdanau, Luong global/local, hard",
+        description="Multi30k translation: no attention, Bahdanau, Luong, hard; the Transformer",
         config=TranslateConfig,
         run=run,
         dataset=lambda cfg: f"multi30k-{cfg.src}-{cfg.tgt}",
