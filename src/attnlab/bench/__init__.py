@@ -31,11 +31,18 @@ def _equivalence(quick: bool = False) -> list[dict]:
     return equivalence.run_equivalence(quick=quick)
 
 
+def _gat(quick: bool = False) -> list[dict]:
+    from attnlab.bench import graph
+
+    return graph.run_gat(quick=quick)
+
+
 # Suite name -> function(quick: bool) -> rows. Add a suite by adding an entry.
 SUITES: dict[str, Callable[..., list[dict]]] = {
     "core": _core,
     "mha": _multihead,
     "equivalence": _equivalence,
+    "gat": _gat,
 }
 
 
@@ -43,7 +50,7 @@ def get_suite(name: str) -> Callable[..., list[dict]]:
     """Look up a benchmark suite.
 
     Args:
-        name: The suite name (``"core"``, ``"mha"``, ``"equivalence"``).
+        name: The suite name (``"core"``, ``"mha"``, ``"equivalence"``, ``"gat"``).
 
     Returns:
         The suite's function, ``suite(quick=False) -> list[dict]``.

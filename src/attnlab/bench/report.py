@@ -191,6 +191,34 @@ def _multihead_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _gat_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    timed, memory = _by_figure(rows, "gat_layer"), _by_figure(rows, "gat_memory")
+    lines = []
+    if timed:
+        body = [
+            [
+                str(r["pass"]),
+                f"{1e3 * r['attnlab_s']:.2f}",
+                f"{1e3 * r['pyg_s']:.2f}",
+                f"{r['vs_pyg']:.2f}x",
+            ]
+            for r in timed
+        ]
+        lines += [
+            f"## GATConv (8 heads x 8) vs PyG on {timed[0]['nodes']} nodes, "
+            f"{timed[0]['edges']} edges",
+            "",
+            *_table(["pass", "attnlab (ms)", "PyG (ms)", "attnlab / PyG"], body),
+            "",
+        ]
+    lines += [
+        f"GATConv forward+backward on {r['nodes']:,} nodes, {r['edges']:,} edges: peak "
+        f"{r['peak_mib']:,.0f} MiB (fresh process)."
+        for r in memory
+    ]
+    return lines + ([""] if memory else [])
+
+
 def _equivalence_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     found = _by_figure(rows, "max_abs_difference")
     if not found:
@@ -261,6 +289,7 @@ def summary_markdown(
         + _throughput_section(rows)
         + _multihead_section(rows)
         + _equivalence_section(rows)
+        + _gat_section(rows)
         + _memory_section(rows, plotted)
     )
     return "\n".join(head + (body or ["No figures this summary knows; see results.csv.", ""]))

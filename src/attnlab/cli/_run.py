@@ -153,5 +153,9 @@ def list_command(args: argparse.Namespace) -> int:
     if mechanisms:
         rows = [(name, _first_line(cls)) for name, cls in sorted(mechanisms.items())]
         lines += [""] + _section("Mechanisms (attnlab.nn):", rows)
+    graph = getattr(attnlab.nn, "GRAPH_MECHANISMS", None)
+    if graph:
+        rows = [(name, _first_line(cls)) for name, cls in sorted(graph.items())]
+        lines += [""] + _section("Graph mechanisms (attnlab.nn; x (N, F), edge_index):", rows)
     print("\n".join(lines))
     return 0

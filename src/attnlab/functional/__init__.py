@@ -1,6 +1,16 @@
 """Stateless attention math: score functions, the entry point and its engines."""
 
 from attnlab.functional.attention import ENGINES, AttentionOutput, attention, select_engine
+from attnlab.functional.graph import (
+    add_self_loops,
+    aggregate,
+    check_edge_index,
+    edge_counts,
+    gather_aggregate,
+    gather_edges,
+    remove_self_loops,
+    segment_softmax,
+)
 from attnlab.functional.scores import (
     Additive,
     Cosine,
@@ -39,4 +49,12 @@ __all__ = [
     "location",
     "cosine",
     "Zero",
+    "add_self_loops",
+    "aggregate",
+    "check_edge_index",
+    "edge_counts",
+    "gather_aggregate",
+    "gather_edges",
+    "remove_self_loops",
+    "segment_softmax",
 ]

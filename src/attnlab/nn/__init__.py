@@ -1,6 +1,7 @@
 """Thin attention modules: they own parameters and call :mod:`attnlab.functional`."""
 
 from attnlab.nn.additive import AdditiveAttention
+from attnlab.nn.graph import GATConv, GATv2Conv
 from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBaseline
 from attnlab.nn.hierarchical import HierarchicalAttention, HierarchicalWeights, SequenceEncoder
 from attnlab.nn.local import LocalAttention
@@ -37,10 +38,17 @@ MECHANISMS = {
     "multihead": MultiHeadAttention,
 }
 
+# Graph layers take node features (N, F) and an edge_index instead of batched sequences,
+# so they have their own registry (and their own checks in tests/nn/test_graph.py).
+GRAPH_MECHANISMS = {"gat": GATConv, "gatv2": GATv2Conv}
+
 __all__ = [
     "ALiBi",
     "AdditiveAttention",
     "EncoderOutput",
+    "GATConv",
+    "GATv2Conv",
+    "GRAPH_MECHANISMS",
     "FeedForward",
     "KVCache",
     "LearnedPositionalEmbedding",

@@ -1,0 +1,365 @@
+r"""Graph attention layers: GAT (Velickovic et al. 2018) and GATv2 (Brody et al. 2022).
+
+Node ``i`` attends over its incoming edges ``j -> i`` (PyG layout: ``edge_index`` row 0
+source ``j``, row 1 target ``i``):
+
+.. math::
+    \alpha_{ij} = \mathrm{softmax}_{j \in \mathcal{N}(i)}(e_{ij}), \qquad
+    h'_i = \sum_{j \in \mathcal{N}(i)} \alpha_{ij} W_s x_j
+
+GAT scores :math:`e_{ij} = \mathrm{LeakyReLU}(a_s^\top W x_j + a_t^\top W x_i)` (the
+decomposed form of :math:`a^\top [W x_i \| W x_j]`), which ranks the neighbours the same
+way for every query node ("static" attention). GATv2 scores
+:math:`e_{ij} = a^\top \mathrm{LeakyReLU}(W_s x_j + W_t x_i)` ("dynamic" attention).
+
+The sparse path is scatter-based (:func:`attnlab.functional.graph.segment_softmax`);
+``dense=True`` computes the same layer over an ``(N, N)`` adjacency through the library's
+core (:func:`attnlab.functional.attention`), for small graphs and as a cross-check.
+Duplicate edges count once per copy (as in PyG). A node without incoming edges (no
+self-loops) outputs the bias alone. :meth:`GATConv.from_pyg` / :meth:`GATv2Conv.from_pyg`
+copy the weights of PyTorch Geometric's layers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.functional import attention
+from attnlab.functional.graph import (
+    add_self_loops,
+    check_edge_index,
+    edge_counts,
+    gather_aggregate,
+    gather_edges,
+    segment_softmax,
+)
+from attnlab.functional.scores import Zero
+
+__all__ = ["GATConv", "GATv2Conv"]
+
+Attention = Literal["learned", "uniform"]
+
+
+def _glorot(t: Tensor) -> None:
+    bound = math.sqrt(6.0 / (t.shape[-2] + t.shape[-1]))
+    nn.init.uniform_(t, -bound, bound)
+
+
+class _GraphAttention(nn.Module):
+    """Shared forward of GAT and GATv2: self-loops, softmax, dropout, aggregation, heads."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        heads: int,
+        concat: bool,
+        negative_slope: float,
+        dropout: float,
+        add_self_loops: bool,
+        bias: bool,
+        attention: Attention,
+        factory: dict,
+    ) -> None:
+        super().__init__()
+        if min(in_channels, out_channels, heads) < 1:
+            raise ValueError(
+                f"in_channels, out_channels and heads must be positive; got {in_channels}, "
+                f"{out_channels}, {heads}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if attention not in ("learned", "uniform"):
+            raise ValueError(f"attention must be 'learned' or 'uniform', got {attention!r}")
+        self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
+        self.concat, self.negative_slope, self.dropout = concat, negative_slope, dropout
+        self.add_self_loops, self.attention = add_self_loops, attention
+        size = heads * out_channels if concat else out_channels
+        self.bias = nn.Parameter(torch.zeros(size, **factory)) if bias else None
+
+    def extra_repr(self) -> str:
+        """Sizes and options, shown by ``repr``."""
+        return (
+            f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}, "
+            f"add_self_loops={self.add_self_loops}, attention={self.attention!r}"
+        )
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-node ``(values (N, H, C), source terms, target terms)``."""
+        raise NotImplementedError
+
+    def _combine(self, src: Tensor, dst: Tensor) -> Tensor:
+        """Logits from broadcastable source and target terms (edge or dense layout)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        *,
+        return_attention_weights: bool = False,
+        dense: bool = False,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Attend over incoming edges.
+
+        Args:
+            x: ``(N, in_channels)`` node features.
+            edge_index: ``(2, E)`` int64, row 0 source, row 1 target.
+            return_attention_weights: also return ``(edge_index_used, alpha (E', H))``,
+                the edges after self-loops were added and their pre-dropout coefficients.
+            dense: compute through an ``(N, N)`` adjacency (small graphs; same result).
+        """
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_channels:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be (N, {self.in_channels}) node features, got {shape}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating tensor, got {x.dtype}")
+        n = x.shape[0]
+        check_edge_index(edge_index, n)
+        if self.add_self_loops:
+            edge_index = add_self_loops(edge_index, n)
+        values, q_src, q_dst = self._project(x)
+        run = self._dense if dense else self._sparse
+        out, alpha = run(values, q_src, q_dst, edge_index)
+        out = out.reshape(n, -1) if self.concat else out.mean(dim=1)
+        if self.bias is not None:
+            out = out + self.bias
+        return (out, (edge_index, alpha)) if return_attention_weights else out
+
+    def _sparse(
+        self, values: Tensor, q_src: Tensor, q_dst: Tensor, edge_index: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        n, (src, dst) = values.shape[0], edge_index
+        if self.attention == "uniform":
+            deg = torch.bincount(dst, minlength=n).clamp_min(1).to(values.dtype)
+            alpha = deg.reciprocal().index_select(0, dst).unsqueeze(1).expand(-1, self.heads)
+        else:
+            logits = self._combine(gather_edges(q_src, src), gather_edges(q_dst, dst))
+            alpha = segment_softmax(logits, dst, n)
+        weights = F.dropout(alpha, self.dropout, self.training)
+        return gather_aggregate(values, weights, src, dst, n), alpha
+
+    def _dense(
+        self, values: Tensor, q_src: Tensor, q_dst: Tensor, edge_index: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        n = values.shape[0]
+        counts = edge_counts(edge_index, n, torch.float32)
+        if self.attention == "uniform":
+            logits = values.new_zeros(1, 1, n, n, dtype=torch.float32)
+        else:  # (N_dst, N_src, H) -> (1, H, N_dst, N_src)
+            logits = self._combine(q_src.unsqueeze(0), q_dst.unsqueeze(1)).float()
+            logits = logits.permute(2, 0, 1).unsqueeze(0)
+        bias = logits + counts.clamp_min(1).log()  # a duplicated edge weighs once per copy
+        v = values.transpose(0, 1).unsqueeze(0)  # (1, H, N, C)
+        out, probs = attention(
+            v,
+            v,
+            v,
+            score=Zero(),
+            mask=counts > 0,
+            bias=bias.to(values.dtype),
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=True,
+            backend="math",
+        )
+        src, dst = edge_index
+        per_edge = probs[0].float()[:, dst, src] / counts[dst, src]  # (H, E)
+        return out[0].transpose(0, 1), per_edge.t().to(values.dtype)
+
+
+class GATConv(_GraphAttention):
+    r"""Graph attention layer (Velickovic et al. 2018, "Graph Attention Networks").
+
+    :math:`h = W x`, :math:`e_{ij} = \mathrm{LeakyReLU}(a_s \cdot h_j + a_t \cdot h_i)`,
+    :math:`\alpha_{ij}` the softmax of :math:`e_{ij}` over the incoming edges of ``i``
+    (dropout on it while training), :math:`h'_i = \sum_j \alpha_{ij} h_j`, heads
+    concatenated or averaged, plus the bias. ``attention="uniform"`` keeps the network
+    but gives each incoming edge the weight ``1 / deg(i)`` (the uniform baseline).
+    Parameters match PyG's ``GATConv`` (``lin``, ``att_src``, ``att_dst``, ``bias``).
+
+    Args:
+        in_channels: node feature size ``F``.
+        out_channels: per-head output size ``C``.
+        heads: attention heads ``H``.
+        concat: concatenate heads (``H * C`` outputs) or average them (``C``).
+        negative_slope: of the LeakyReLU.
+        dropout: on the coefficients while training.
+        add_self_loops: replace existing loops by one loop per node.
+        bias: learnable output bias.
+        attention: ``"learned"`` or ``"uniform"``.
+
+    Shapes:
+        x ``(N, F)``, edge_index ``(2, E)`` -> ``(N, H * C)`` (or ``(N, C)`` averaged);
+        weights ``(E', H)`` over the ``E'`` edges used (self-loops included).
+
+    Example:
+        >>> conv = GATConv(4, 3, heads=2)
+        >>> conv(torch.randn(5, 4), torch.tensor([[0, 1, 2], [1, 2, 3]])).shape
+        torch.Size([5, 6])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        heads: int = 1,
+        concat: bool = True,
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        add_self_loops: bool = True,
+        bias: bool = True,
+        attention: Attention = "learned",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory = {"device": device, "dtype": dtype}
+        super().__init__(
+            in_channels,
+            out_channels,
+            heads=heads,
+            concat=concat,
+            negative_slope=negative_slope,
+            dropout=dropout,
+            add_self_loops=add_self_loops,
+            bias=bias,
+            attention=attention,
+            factory=factory,
+        )
+        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False, **factory)
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels, **factory))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels, **factory))
+        nn.init.xavier_uniform_(self.lin.weight)
+        _glorot(self.att_src)
+        _glorot(self.att_dst)
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.lin(x).view(-1, self.heads, self.out_channels)
+        return h, (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)
+
+    def _combine(self, src: Tensor, dst: Tensor) -> Tensor:
+        return F.leaky_relu(src + dst, self.negative_slope)
+
+    @classmethod
+    def from_pyg(cls, module: nn.Module) -> GATConv:
+        """A copy of ``torch_geometric.nn.GATConv`` (same-size input, no edge features)."""
+        if getattr(module, "lin", None) is None or getattr(module, "lin_edge", None) is not None:
+            raise ValueError("from_pyg needs a GATConv with one in_channels and no edge_dim")
+        if getattr(module, "res", None) is not None:
+            raise ValueError("from_pyg does not support residual=True")
+        p = module.lin.weight
+        ours = cls(
+            module.in_channels,
+            module.out_channels,
+            heads=module.heads,
+            concat=module.concat,
+            negative_slope=module.negative_slope,
+            dropout=module.dropout,
+            add_self_loops=module.add_self_loops,
+            bias=module.bias is not None,
+            device=p.device,
+            dtype=p.dtype,
+        )
+        ours.load_state_dict(
+            {k: v for k, v in module.state_dict().items() if k in ours.state_dict()}
+        )
+        return ours
+
+
+class GATv2Conv(_GraphAttention):
+    r"""Dynamic graph attention (Brody et al. 2022, "How Attentive are Graph Attention Networks?").
+
+    :math:`e_{ij} = a^\top \mathrm{LeakyReLU}(W_s x_j + W_t x_i)`, softmax over the
+    incoming edges of ``i``, :math:`h'_i = \sum_j \alpha_{ij} W_s x_j`. The nonlinearity
+    sits between :math:`W` and :math:`a`, so the ranking of neighbours can depend on the
+    query node. Parameters match PyG's ``GATv2Conv`` with ``share_weights=False``:
+    ``lin_l`` (source, with bias), ``lin_r`` (target, with bias), ``att (1, H, C)``, ``bias``.
+    Other arguments as :class:`GATConv`.
+
+    Shapes:
+        x ``(N, F)``, edge_index ``(2, E)`` -> ``(N, H * C)`` (or ``(N, C)`` averaged).
+
+    Example:
+        >>> conv = GATv2Conv(4, 3, heads=2, concat=False)
+        >>> conv(torch.randn(5, 4), torch.tensor([[0, 1, 2], [1, 2, 3]])).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        heads: int = 1,
+        concat: bool = True,
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        add_self_loops: bool = True,
+        bias: bool = True,
+        attention: Attention = "learned",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory = {"device": device, "dtype": dtype}
+        super().__init__(
+            in_channels,
+            out_channels,
+            heads=heads,
+            concat=concat,
+            negative_slope=negative_slope,
+            dropout=dropout,
+            add_self_loops=add_self_loops,
+            bias=bias,
+            attention=attention,
+            factory=factory,
+        )
+        size = heads * out_channels
+        self.lin_l = nn.Linear(in_channels, size, bias=bias, **factory)
+        self.lin_r = nn.Linear(in_channels, size, bias=bias, **factory)
+        self.att = nn.Parameter(torch.empty(1, heads, out_channels, **factory))
+        for lin in (self.lin_l, self.lin_r):
+            nn.init.xavier_uniform_(lin.weight)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+        _glorot(self.att)
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h_l = self.lin_l(x).view(-1, self.heads, self.out_channels)
+        h_r = self.lin_r(x).view(-1, self.heads, self.out_channels)
+        return h_l, h_l, h_r
+
+    def _combine(self, src: Tensor, dst: Tensor) -> Tensor:
+        return (F.leaky_relu(src + dst, self.negative_slope) * self.att).sum(-1)
+
+    @classmethod
+    def from_pyg(cls, module: nn.Module) -> GATv2Conv:
+        """A copy of PyG's ``GATv2Conv`` (``share_weights=False``, no edge features)."""
+        if module.share_weights or getattr(module, "lin_edge", None) is not None:
+            raise ValueError("from_pyg needs a GATv2Conv with share_weights=False and no edge_dim")
+        if getattr(module, "res", None) is not None:
+            raise ValueError("from_pyg does not support residual=True")
+        if not isinstance(module.in_channels, int):
+            raise ValueError("from_pyg needs one in_channels, got a (source, target) pair")
+        p = module.lin_l.weight
+        ours = cls(
+            module.in_channels,
+            module.out_channels,
+            heads=module.heads,
+            concat=module.concat,
+            negative_slope=module.negative_slope,
+            dropout=module.dropout,
+            add_self_loops=module.add_self_loops,
+            bias=module.bias is not None,
+            device=p.device,
+            dtype=p.dtype,
+        )
+        ours.load_state_dict(
+            {k: v for k, v in module.state_dict().items() if k in ours.state_dict()}
+        )
+        return ours
