@@ -10,6 +10,8 @@
 - :mod:`attnlab.data.documents`: multi-sentence documents for hierarchical attention
   (Pang & Lee movie reviews) and a synthetic key-sentence task.
 - :mod:`attnlab.data.synthetic`: tasks with a known alignment, for tests.
+- :mod:`attnlab.data.planetoid`: the Planetoid citation graphs (Cora, CiteSeer, PubMed)
+  with the standard public split.
 - :mod:`attnlab.data.pretrained`: Hugging Face BERT checkpoint folders (the pretrained
   all-MiniLM-L6-v2 from the package index), their config and WordPiece tokenizer.
 
@@ -31,6 +33,12 @@ from attnlab.data.documents import (
     load_movie_reviews,
     split_sentences,
     synthetic_documents,
+)
+from attnlab.data.planetoid import (
+    PLANETOID_NAMES,
+    PlanetoidGraph,
+    load_planetoid,
+    read_planetoid,
 )
 from attnlab.data.pretrained import (
     BERT_MODEL_TYPES,
@@ -73,6 +81,10 @@ from attnlab.data.translation import (
 )
 
 __all__ = [
+    "PLANETOID_NAMES",
+    "PlanetoidGraph",
+    "load_planetoid",
+    "read_planetoid",
     "BERT_MODEL_TYPES",
     "PRETRAINED",
     "BertConfig",

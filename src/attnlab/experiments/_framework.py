@@ -37,6 +37,7 @@ __all__ = [
 
 # Modules that register the shipped experiments when imported; see `_load_builtin`.
 BUILTIN: tuple[str, ...] = (
+    "attnlab.experiments.gat",
     "attnlab.experiments.han",
     "attnlab.experiments.minilm",
     "attnlab.experiments.sentiment",

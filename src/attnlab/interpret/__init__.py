@@ -18,6 +18,8 @@ Inside a model:
   each input token reaches each output token through the layers.
 - :func:`plot_head_grid` (layer x head heatmaps), :func:`plot_token_attribution` (bars),
   :func:`write_attention_html` (hover a token to see what it attends to).
+- :func:`plot_graph_attention`: a graph's nodes (e.g. t-SNE coordinates) with edges
+  drawn by their attention.
 
 Weights may be torch tensors (any dtype or device) or numpy arrays. The module draws
 with matplotlib's object API and the Agg backend: no display, no global pyplot state.
@@ -29,6 +31,7 @@ from attnlab.interpret.documents import (
     document_html,
     write_document_html,
 )
+from attnlab.interpret.graph import graph_attention_figure, plot_graph_attention
 from attnlab.interpret.grid import AlignmentPanel, plot_alignment_grid
 from attnlab.interpret.heads import (
     MAX_PANELS,
@@ -51,6 +54,8 @@ from attnlab.interpret.rollout import HeadFusion, attention_flow, attention_roll
 from attnlab.interpret.subwords import group_pieces, merge_subword_alignment
 
 __all__ = [
+    "graph_attention_figure",
+    "plot_graph_attention",
     "MAX_PANELS",
     "HeadFusion",
     "HeadGridSelection",

@@ -1,0 +1,136 @@
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from attnlab.data import planetoid
+from attnlab.data.planetoid import PLANETOID_SUFFIXES, load_planetoid, read_planetoid
+from attnlab.data.sources import DataChecksumError, DataNotFoundError
+
+# Read at import, before the autouse fixture clears it for each test.
+_ENV = os.environ.get("ATTNLAB_DATA_DIR")
+REAL_DATA_DIR = Path(_ENV) if _ENV else Path(__file__).resolve().parents[3] / "shared" / "data"
+CORA = REAL_DATA_DIR / "planetoid"
+needs_cora = pytest.mark.skipif(
+    not (CORA / "ind.cora.graph").is_file(), reason="Cora files not in the data directory"
+)
+
+
+@pytest.fixture(scope="module")
+def cora():
+    return load_planetoid("cora", data_dir=REAL_DATA_DIR)
+
+
+@needs_cora
+def test_cora_sizes_and_split(cora):
+    assert cora.x.shape == (2708, 1433) and cora.x.dtype == torch.float32
+    assert cora.y.shape == (2708,) and cora.y.dtype == torch.long and cora.classes == 7
+    assert cora.num_edges == 10556 and cora.edge_index.dtype == torch.long
+    assert torch.equal(cora.train_mask.nonzero().flatten(), torch.arange(140))
+    assert torch.equal(cora.val_mask.nonzero().flatten(), torch.arange(140, 640))
+    assert int(cora.test_mask.sum()) == 1000
+    assert (
+        not (cora.train_mask & cora.test_mask).any() and not (cora.val_mask & cora.test_mask).any()
+    )
+    assert torch.bincount(cora.y[cora.train_mask], minlength=7).tolist() == [20] * 7
+    torch.testing.assert_close(cora.x.sum(1), torch.ones(2708))
+
+
+@needs_cora
+def test_cora_edges_symmetric_unique_no_self_loops(cora):
+    src, dst = cora.edge_index
+    assert not (src == dst).any()
+    keys = set(zip(src.tolist(), dst.tolist()))
+    assert len(keys) == cora.num_edges
+    assert keys == {(j, i) for i, j in keys}
+
+
+@needs_cora
+def test_cora_matches_pyg(cora, tmp_path):
+    from torch_geometric.datasets import Planetoid
+
+    raw = tmp_path / "Cora" / "raw"
+    raw.mkdir(parents=True)
+    for suffix in PLANETOID_SUFFIXES:
+        shutil.copy(CORA / f"ind.cora.{suffix}", raw)
+    ref = Planetoid(str(tmp_path), "Cora")[0]
+    ref_x = ref.x / ref.x.sum(1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(cora.x, ref_x)
+    assert torch.equal(cora.y, ref.y)
+    for ours, theirs in [
+        (cora.train_mask, ref.train_mask),
+        (cora.val_mask, ref.val_mask),
+        (cora.test_mask, ref.test_mask),
+    ]:
+        assert torch.equal(ours, theirs)
+    assert set(map(tuple, cora.edge_index.T.tolist())) == set(map(tuple, ref.edge_index.T.tolist()))
+
+
+def _write_toy(folder: Path, name: str) -> dict:
+    """Six nodes, 2 features, 2 classes; test ids 3 and 5 (4 is an isolated test node)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    allx = sp.csr_matrix(np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 3.0]]))
+    ally = np.array([[1, 0], [0, 1], [1, 0]])
+    tx = sp.csr_matrix(np.array([[0.0, 5.0], [4.0, 4.0]]))  # rows for ids 5 and 3
+    ty = np.array([[0, 1], [1, 0]])
+    objects = {
+        "x": allx[:1],
+        "y": ally[:1],
+        "tx": tx,
+        "ty": ty,
+        "allx": allx,
+        "ally": ally,
+        "graph": {0: [1, 1, 0], 1: [0, 2], 2: [5], 3: [], 4: [], 5: [2]},
+    }
+    for suffix, obj in objects.items():
+        with open(folder / f"ind.{name}.{suffix}", "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    (folder / f"ind.{name}.test.index").write_text("5\n3\n")
+    return objects
+
+
+def test_citeseer_isolated_test_nodes_get_zero_rows(tmp_path):
+    _write_toy(tmp_path, "citeseer")
+    g = read_planetoid(tmp_path, "citeseer")
+    assert g.x.shape == (6, 2) and g.classes == 2
+    expected = torch.tensor([[0.5, 0.5], [1, 0], [0, 1], [0.5, 0.5], [0, 0], [0, 1]])
+    torch.testing.assert_close(g.x, expected)
+    assert g.y.tolist() == [0, 1, 0, 0, 0, 1]  # id 3 <- tx row 1, id 5 <- tx row 0
+    assert g.train_mask.tolist() == [True] + [False] * 5
+    assert g.val_mask.tolist() == [False] + [True] * 5  # the 500 after training, cut at N
+    assert g.test_mask.tolist() == [False, False, False, True, False, True]
+    assert g.edge_index.tolist() == [[0, 1, 1, 2, 2, 5], [1, 0, 2, 1, 5, 2]]
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    _write_toy(tmp_path, "citeseer")
+    (tmp_path / "ind.citeseer.ty").unlink()
+    with pytest.raises(FileNotFoundError, match="ind.citeseer.ty"):
+        read_planetoid(tmp_path, "citeseer")
+
+
+def test_unknown_name_and_unpinned_dataset():
+    with pytest.raises(ValueError, match="unknown Planetoid dataset 'reddit'"):
+        load_planetoid("reddit")  # type: ignore[arg-type]
+    with pytest.raises(DataNotFoundError, match="no pinned sha256 for planetoid/ind.pubmed.x"):
+        load_planetoid("pubmed")
+
+
+def test_checksums_verified_and_offline_error_names_file(tmp_path, monkeypatch):
+    _write_toy(tmp_path / "planetoid", "cora")  # right names, wrong bytes
+    with pytest.raises(DataChecksumError, match="ind.cora.x"):
+        load_planetoid("cora", data_dir=tmp_path)
+
+    def offline(url, dest, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(planetoid, "download_url", offline)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataNotFoundError, match="kimiyoung/planetoid/raw/master/data/ind.cora.x"):
+        load_planetoid("cora", data_dir=empty)
