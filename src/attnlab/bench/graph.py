@@ -14,16 +14,13 @@ PyG is imported only here, on use: it is the reference, not a dependency of the 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from attnlab.bench.harness import paired_ratio, time_interleaved
-from attnlab.bench.probe import _reset_peak, _status_mib
+from attnlab.bench.harness import paired_ratio, peak_memory_mib, time_interleaved
+from attnlab.bench.probe import child_main, peak_of
 from attnlab.nn.graph import GATConv
 
 __all__ = ["GatSizes", "gat_memory_row", "gat_rows", "run_gat", "run_memory_point"]
@@ -110,22 +107,13 @@ def run_memory_point(nodes: int, edges: int, features: int = 64) -> float:
     layer = GATConv(features, OUT, heads=HEADS)
     x, edge_index = random_graph(nodes, edges, features)
     x.requires_grad_(True)
-    if not _reset_peak():
-        raise RuntimeError("cannot reset the peak-RSS counter (/proc/self/clear_refs)")
-    baseline = _status_mib("VmRSS")
-    layer(x, edge_index).sum().backward()
-    return _status_mib("VmHWM") - baseline
+    return peak_of(lambda: layer(x, edge_index).sum().backward())
 
 
 def gat_memory_row(nodes: int = 100_000, edges: int = 1_000_000, *, timeout: float = 600.0) -> dict:
     """Peak extra resident memory of one GATConv forward+backward, in a fresh process."""
     point = {"nodes": nodes, "edges": edges}
-    cmd = [sys.executable, "-m", "attnlab.bench.graph", json.dumps(point)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"gat memory probe {point} failed: {last}")
-    mib = float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
+    mib = peak_memory_mib(point, module="attnlab.bench.graph", timeout=timeout)
     return {"figure": "gat_memory", "pass": "forward+backward", **point, "peak_mib": mib}
 
 
@@ -134,11 +122,5 @@ def run_gat(quick: bool = False) -> list[dict]:
     return [*gat_rows(quick), gat_memory_row()]
 
 
-def main() -> None:
-    """Child process of :func:`gat_memory_row`."""
-    point = json.loads(sys.argv[1])
-    print(json.dumps({"peak_mib": run_memory_point(**point)}))
-
-
 if __name__ == "__main__":
-    main()
+    child_main(run_memory_point)

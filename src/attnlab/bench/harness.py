@@ -112,14 +112,19 @@ def time_interleaved(
     }
 
 
-def peak_memory_mib(point: dict[str, object], *, timeout: float = 600.0) -> float:
+def peak_memory_mib(
+    point: dict[str, object], *, module: str = "attnlab.bench.probe", timeout: float = 600.0
+) -> float:
     """Peak extra resident memory (MiB) of one point, run in a fresh process.
 
     Args:
-        point: keyword arguments of :func:`attnlab.bench.probe.run_point`.
+        point: keyword arguments of the child's measuring function (for the default
+            module, :func:`attnlab.bench.probe.run_point`).
+        module: the child, run as ``python -m MODULE '{point}'``; it prints
+            ``{"peak_mib": ...}`` (see :func:`attnlab.bench.probe.child_main`).
         timeout: seconds before the child is abandoned.
     """
-    cmd = [sys.executable, "-m", "attnlab.bench.probe", json.dumps(point)]
+    cmd = [sys.executable, "-m", module, json.dumps(point)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -31,6 +33,15 @@ def _reset_peak() -> bool:
         return False
 
 
+def peak_of(run: Callable[[], object]) -> float:
+    """Peak extra resident MiB while ``run()`` executes (inputs already built)."""
+    if not _reset_peak():
+        raise RuntimeError("cannot reset the peak-RSS counter (/proc/self/clear_refs)")
+    baseline = _status_mib("VmRSS")
+    run()
+    return _status_mib("VmHWM") - baseline
+
+
 def run_point(
     engine: str,
     length: int,
@@ -45,20 +56,20 @@ def run_point(
         torch.randn(batch, heads, length, head_dim, requires_grad=backward) for _ in range(3)
     )
     grad = torch.randn(batch, heads, length, head_dim)
-    if not _reset_peak():
-        raise RuntimeError("cannot reset the peak-RSS counter (/proc/self/clear_refs)")
-    baseline = _status_mib("VmRSS")
-    out = attention(q, k, v, backend=engine).output
-    if backward:
-        out.backward(grad)
-    return _status_mib("VmHWM") - baseline
+
+    def run() -> None:
+        out = attention(q, k, v, backend=engine).output
+        if backward:
+            out.backward(grad)
+
+    return peak_of(run)
 
 
-def main() -> None:
-    """Entry point of the child process."""
-    point = json.loads(sys.argv[1])
-    print(json.dumps({"peak_mib": run_point(**point)}))
+def child_main(run: Callable[..., float], argv: list[str] | None = None) -> None:
+    """A memory child's entry point: ``run(**point)`` with the JSON point of argv[1]."""
+    point: dict[str, Any] = json.loads((sys.argv if argv is None else argv)[1])
+    print(json.dumps({"peak_mib": run(**point)}))
 
 
 if __name__ == "__main__":
-    main()
+    child_main(run_point)
