@@ -15,7 +15,7 @@ import re
 import shlex
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -217,3 +217,12 @@ def command_line(experiment: str, config: Any) -> str:
         if field.required or value != field.default:
             words += flag_tokens(field, value)
     return shlex.join(words)
+
+
+def check_models(
+    models: Sequence[str], allowed: Sequence[str], *, allow_empty: bool = True
+) -> None:
+    """One-line error for a Config's ``models`` naming something the experiment lacks."""
+    unknown = [m for m in models if m not in allowed]
+    if unknown or (not models and not allow_empty):
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(allowed)}")

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from attnlab.data.planetoid import PlanetoidGraph, load_planetoid
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments._fields import check_models
 from attnlab.interpret.graph import plot_graph_attention
 from attnlab.models.gat import GAT, GAT_KINDS
 from attnlab.train import seed_everything
@@ -91,9 +92,7 @@ class GATConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODELS]
-        if unknown or not self.models:
-            raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+        check_models(self.models, MODELS, allow_empty=False)
         if min(self.runs, self.epochs, self.patience, self.hidden, self.heads) < 1:
             raise ValueError("runs, epochs, patience, hidden and heads must be at least 1")
         if self.output_heads < 1 or not 0.0 <= self.dropout < 1.0:

@@ -37,6 +37,7 @@ from attnlab.data.documents import (
 from attnlab.data.text import Vocab, split_indices
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
 from attnlab.experiments._classify import fit_and_test
+from attnlab.experiments._fields import check_models
 from attnlab.interpret.documents import DocumentAttentionExample, write_document_html
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.train import make_generator, seed_everything
@@ -101,9 +102,7 @@ class HANConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODELS]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+        check_models(self.models, MODELS)
         if self.seeds < 1 or self.epochs < 1 or self.documents < 0:
             raise ValueError(
                 "seeds and epochs must be at least 1 and documents at least 0, got "

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from attnlab.data import SentimentCorpus, Vocab, load_sentiment, split_indices
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
 from attnlab.experiments._classify import fit_and_test
+from attnlab.experiments._fields import check_models
 from attnlab.interpret import TextAttentionExample, plot_token_weights, write_highlight_html
 from attnlab.models import TextClassifier
 from attnlab.train import make_generator, seed_everything
@@ -85,9 +86,7 @@ class SentimentConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODELS]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+        check_models(self.models, MODELS)
         if self.seeds < 1 or self.epochs < 1:
             raise ValueError(
                 f"seeds and epochs must be at least 1, got {self.seeds}, {self.epochs}"
