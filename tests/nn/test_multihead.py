@@ -205,3 +205,25 @@ def test_bad_inputs_and_masks():
         m(torch.randn(2, 3, E), mask=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="grouped-query"):
         MultiHeadAttention(E, H, kv_heads=2).to_torch()
+
+
+def test_a_sparsity_pattern_equals_the_dense_mask_and_decodes_with_a_cache():
+    from attnlab.masks import sliding_window_pattern
+
+    torch.manual_seed(5)
+    pattern = sliding_window_pattern(3, causal=True, alignment="lower_right", block_size=4)
+    banded = MultiHeadAttention(E, H, pattern=pattern, backend="banded").eval()
+    x = torch.randn(2, 11, E)
+    keys = torch.arange(11) < torch.tensor([[11], [8]])
+    out, _ = banded(x, mask=keys)
+    reference = MultiHeadAttention(E, H, backend="math").eval()
+    reference.load_state_dict(banded.state_dict())
+    dense, _ = reference(x, mask=keys[:, None, :] & pattern.mask(11))
+    torch.testing.assert_close(out, dense, atol=1e-6, rtol=0)
+    assert "pattern=SlidingWindowPattern" in repr(banded)
+    banded.backend = "auto"
+    cache = KVCache()
+    parts = [banded(x[:, :4], causal=True, cache=cache)[0]]
+    parts += [banded(x[:, t : t + 1], causal=True, cache=cache)[0] for t in range(4, 11)]
+    full, _ = banded(x, causal=True)
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)

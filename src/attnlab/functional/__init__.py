@@ -1,6 +1,12 @@
 """Stateless attention math: score functions, the entry point and its engines."""
 
-from attnlab.functional.attention import ENGINES, AttentionOutput, attention, select_engine
+from attnlab.functional.attention import (
+    ENGINES,
+    PATTERN_ENGINES,
+    AttentionOutput,
+    attention,
+    select_engine,
+)
 from attnlab.functional.graph import (
     add_self_loops,
     aggregate,
@@ -31,6 +37,7 @@ from attnlab.functional.scores import (
 
 __all__ = [
     "ENGINES",
+    "PATTERN_ENGINES",
     "AttentionOutput",
     "attention",
     "select_engine",

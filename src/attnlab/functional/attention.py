@@ -10,6 +10,11 @@ Engines (chosen automatically, forceable with ``backend=``, reported in the resu
 * ``chunked``: online-softmax over blocks (:mod:`attnlab.functional.chunked`) for any
   score, linear memory in forward and backward.
 * ``math``: the materialising reference; computes the weights when asked.
+* ``banded`` / ``block_sparse``: for a sparsity ``pattern=`` (sliding window,
+  Longformer, BigBird, ...), only the blocks the pattern allows, through SDPA
+  (:mod:`attnlab.functional.blocksparse`); ``banded`` is the name for windows.
+* ``flex``: ``torch.nn.attention.flex_attention`` with a cached block mask, chosen
+  for patterns on GPU (:mod:`attnlab.functional.flex`).
 
 Conventions: masks are boolean, True = may attend, broadcastable to
 ``(B, H, Lq, Lk)``; float biases go through ``bias=``; a query row with nothing to
@@ -24,14 +29,21 @@ import torch
 from torch import Tensor
 
 from attnlab.functional._problem import Problem, causal_offset
+from attnlab.functional.blocksparse import block_sparse_attention
 from attnlab.functional.chunked import chunked_attention
 from attnlab.functional.engines import attention_weights, math_attention, sdpa_attention
+from attnlab.functional.flex import flex_attention_engine, flex_usable
 from attnlab.functional.scores import ScaledDot, Score
+from attnlab.masks.patterns import SlidingWindowPattern, SparsePattern
 
-__all__ = ["attention", "AttentionOutput", "ENGINES", "select_engine"]
+__all__ = ["attention", "AttentionOutput", "ENGINES", "PATTERN_ENGINES", "select_engine"]
 
-Backend = Literal["auto", "math", "sdpa", "chunked"]
+Backend = Literal["auto", "math", "sdpa", "chunked", "banded", "block_sparse", "flex"]
 ENGINES = ("math", "sdpa", "chunked")
+PATTERN_ENGINES = ("banded", "block_sparse", "flex")
+# The blockwise engines gather keys per query block; below this share of the dense
+# work the gathering pays for itself (measured: banded at 1/3 of the keys is 2x SDPA).
+SPARSE_WORTHWHILE = 0.5
 _DEFAULT_SCORE = ScaledDot()
 
 
@@ -57,21 +69,57 @@ class AttentionOutput(tuple):
         return self[1]
 
 
-def select_engine(scale: float | None, *, need_weights: bool, backend: Backend) -> str:
+def select_engine(
+    scale: float | None,
+    *,
+    need_weights: bool,
+    backend: Backend,
+    pattern: SparsePattern | None = None,
+    problem_size: tuple[int, int] | None = None,
+    device: torch.device | None = None,
+    dropout_p: float = 0.0,
+) -> str:
     """The engine ``attention`` runs for a score with this ``dot_scale``.
 
+    With a ``pattern``, ``auto`` picks ``flex`` on GPU, the blockwise engine when it
+    reads at most ``SPARSE_WORTHWHILE`` of the keys, else a dense engine with the
+    pattern's mask.
+
     Raises:
-        ValueError: for an unknown backend or ``sdpa`` forced on a non-dot score.
+        ValueError: for an unknown backend, or a fused engine forced on a score or
+            call it cannot run.
     """
     if backend == "auto":
         if need_weights:
             return "math"
-        return "sdpa" if scale is not None else "chunked"
-    if backend not in ENGINES:
-        raise ValueError(f"backend must be 'auto' or one of {ENGINES}, got {backend!r}")
-    if backend == "sdpa" and scale is None:
+        if scale is None:
+            return "chunked"
+        if pattern is None or problem_size is None:
+            return "sdpa"
+        if device is not None and device.type == "cuda" and dropout_p == 0 and flex_usable():
+            return "flex"
+        lq, lk = problem_size
+        layout = pattern.layout(lq, lk, device=device)
+        if layout.keys_per_query <= SPARSE_WORTHWHILE * lk:
+            return "banded" if isinstance(pattern, SlidingWindowPattern) else "block_sparse"
+        return "sdpa"
+    if backend not in ENGINES + PATTERN_ENGINES:
         raise ValueError(
-            "backend='sdpa' needs a dot-product score (scale * q @ k^T); "
+            f"backend must be 'auto' or one of {ENGINES + PATTERN_ENGINES}, got {backend!r}"
+        )
+    if backend in PATTERN_ENGINES and pattern is None:
+        raise ValueError(
+            f"backend={backend!r} computes a sparsity pattern; pass pattern= "
+            "(e.g. attnlab.masks.sliding_window_pattern(256))"
+        )
+    if backend == "banded" and not isinstance(pattern, SlidingWindowPattern):
+        raise ValueError(
+            f"backend='banded' is for sliding windows; use 'block_sparse' for "
+            f"{type(pattern).__name__}"
+        )
+    if backend in ("sdpa", "banded", "block_sparse", "flex") and scale is None:
+        raise ValueError(
+            f"backend={backend!r} needs a dot-product score (scale * q @ k^T); "
             "use backend='chunked' or 'math' for this score"
         )
     return backend
@@ -139,6 +187,16 @@ def _check_inputs(
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
 
 
+def _run_fast_engine(engine: str, problem: Problem, pattern: SparsePattern | None) -> Tensor:
+    if engine == "sdpa":
+        return sdpa_attention(problem)
+    if engine == "chunked":
+        return chunked_attention(problem)
+    if engine == "flex":
+        return flex_attention_engine(problem, pattern)
+    return block_sparse_attention(problem, pattern)
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -152,6 +210,7 @@ def attention(
     need_weights: bool = False,
     backend: Backend = "auto",
     keys_prepared: bool = False,
+    pattern: SparsePattern | None = None,
 ) -> AttentionOutput:
     """Score-based attention through one core and several engines.
 
@@ -167,8 +226,13 @@ def attention(
             ``"lower_right"`` (``j <= i + Lk - Lq``); combined with ``mask``.
         dropout_p: dropout on the probabilities; pass 0 in evaluation.
         need_weights: also return the exact pre-dropout probabilities.
-        backend: ``"auto"``, ``"math"``, ``"sdpa"`` or ``"chunked"``.
+        backend: ``"auto"``, ``"math"``, ``"sdpa"``, ``"chunked"``, or for a
+            ``pattern`` ``"banded"`` (sliding windows), ``"block_sparse"``, ``"flex"``.
         keys_prepared: keys were already passed through ``score.prepare_keys``.
+        pattern: a :class:`~attnlab.masks.patterns.SparsePattern` (sliding window,
+            Longformer, BigBird, Sparse Transformer), combined with ``mask`` and
+            ``causal``; the blockwise engines compute only the blocks it allows, the
+            dense engines use it as a mask.
 
     Returns:
         :class:`AttentionOutput`: ``(output (B, H, Lq, Dv), weights (B, H, Lq, Lk) or
@@ -203,7 +267,24 @@ def attention(
     query_bias = score.query_bias(q, k.shape[-2])
     if query_bias is not None:
         bias = query_bias if bias is None else bias + query_bias
-    engine = select_engine(scale, need_weights=need_weights, backend=backend)
+    lq, lk = q.shape[-2], k.shape[-2]
+    if pattern is not None and not isinstance(pattern, SparsePattern):
+        raise TypeError(
+            f"pattern must be an attnlab.masks SparsePattern, got {type(pattern).__name__}; "
+            "pass boolean masks through mask="
+        )
+    engine = select_engine(
+        scale,
+        need_weights=need_weights,
+        backend=backend,
+        pattern=pattern,
+        problem_size=(lq, lk),
+        device=q.device,
+        dropout_p=dropout_p,
+    )
+    if pattern is not None and engine in ENGINES:
+        pattern_mask = pattern.mask(lq, lk, device=q.device)
+        mask = pattern_mask if mask is None else mask & pattern_mask
     problem = Problem(
         qp,
         kp,
@@ -212,15 +293,20 @@ def attention(
         scale,
         mask,
         bias,
-        causal_offset(causal, q.shape[-2], k.shape[-2]),
+        causal_offset(causal, lq, lk),
         dropout_p,
     )
     weights = None
     if engine == "math":
         out, weights = math_attention(problem)
     else:
-        out = sdpa_attention(problem) if engine == "sdpa" else chunked_attention(problem)
+        out = _run_fast_engine(engine, problem, pattern)
         if need_weights:
+            if pattern is not None:  # the blockwise engines keep the pattern out of `mask`
+                pattern_mask = pattern.mask(lq, lk, device=q.device)
+                problem = problem._replace(
+                    mask=pattern_mask if mask is None else mask & pattern_mask
+                )
             weights = attention_weights(problem).to(v.dtype)
     if not need_weights:
         weights = None

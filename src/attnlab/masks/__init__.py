@@ -15,6 +15,11 @@ go through the attention function's separate ``bias=`` argument.
 - Predicates (:mod:`~attnlab.masks.predicates`): the same masks as FlexAttention
   ``mask_mod(b, h, q_idx, kv_idx)`` callables, and :func:`materialize_mask_mod`.
 - :func:`check_mask`: the one-line check for user code.
+- Sparsity patterns (:mod:`~attnlab.masks.patterns`): an exact predicate plus the
+  blocks worth computing, for the blockwise engines: :func:`sliding_window_pattern`
+  (with dilation) and, in :mod:`~attnlab.masks.sparse`, Longformer, BigBird and the
+  Sparse Transformer's strided and fixed patterns (in
+  :mod:`~attnlab.masks.sparse_transformer`).
 
 Example:
     >>> import torch
@@ -41,6 +46,12 @@ from attnlab.masks.convert import (
     to_additive_mask,
     to_key_padding_mask,
 )
+from attnlab.masks.patterns import (
+    BlockLayout,
+    SlidingWindowPattern,
+    SparsePattern,
+    sliding_window_pattern,
+)
 from attnlab.masks.predicates import (
     MaskMod,
     and_mask_mods,
@@ -50,9 +61,33 @@ from attnlab.masks.predicates import (
     padding_mask_mod,
     sliding_window_mask_mod,
 )
+from attnlab.masks.sparse import (
+    BigBirdPattern,
+    LongformerPattern,
+    bigbird_pattern,
+    longformer_pattern,
+)
+from attnlab.masks.sparse_transformer import (
+    FixedPattern,
+    StridedPattern,
+    fixed_pattern,
+    strided_pattern,
+)
 
 __all__ = [
+    "BigBirdPattern",
+    "BlockLayout",
+    "FixedPattern",
+    "LongformerPattern",
+    "StridedPattern",
+    "bigbird_pattern",
+    "fixed_pattern",
+    "longformer_pattern",
+    "strided_pattern",
     "MaskMod",
+    "SlidingWindowPattern",
+    "SparsePattern",
+    "sliding_window_pattern",
     "and_mask_mods",
     "and_masks",
     "causal_mask",

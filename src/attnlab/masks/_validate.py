@@ -28,6 +28,14 @@ def as_size(name: str, value: object) -> int:
     return size
 
 
+def as_positive(name: str, value: object) -> int:
+    """Return ``value`` as a Python int >= 1, or raise a one-line error."""
+    size = as_size(name, value)
+    if size < 1:
+        raise ValueError(f"{name} must be >= 1; got {size}")
+    return size
+
+
 def check_alignment(alignment: object) -> Alignment:
     """Return ``alignment`` if it is a known alignment string, else raise ValueError."""
     if alignment not in _ALIGNMENTS:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from attnlab.functional import attention
 from attnlab.functional.attention import Backend
+from attnlab.masks.patterns import SparsePattern
 
 __all__ = ["KVCache", "MultiHeadAttention"]
 
@@ -75,6 +76,10 @@ class MultiHeadAttention(nn.Module):
         rotary: a :class:`~attnlab.nn.positional.RotaryEmbedding` applied to queries
             and keys after projection (positions continue after a KV cache).
         backend: the core's engine, ``"auto"`` by default.
+        pattern: a sparsity pattern (:mod:`attnlab.masks.patterns`, e.g. a sliding
+            window or BigBird) applied on every call, on top of ``mask``: long inputs
+            then run on the blockwise engines in O(L * window). With a KV cache, give
+            the pattern ``alignment="lower_right"``.
 
     Shapes:
         query ``(B, Lq, E)``, key ``(B, Lk, kdim)``, value ``(B, Lk, vdim)`` (both default
@@ -101,6 +106,7 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         rotary: nn.Module | None = None,
         backend: Backend = "auto",
+        pattern: SparsePattern | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -129,6 +135,7 @@ class MultiHeadAttention(nn.Module):
         self.kdim = embed_dim if kdim is None else kdim
         self.vdim = embed_dim if vdim is None else vdim
         self.dropout, self.backend, self.rotary = dropout, backend, rotary
+        self.pattern = pattern
         kv_size = kv_heads * self.head_dim
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
         self.k_proj = nn.Linear(self.kdim, kv_size, bias=bias, **factory)
@@ -140,6 +147,8 @@ class MultiHeadAttention(nn.Module):
         extra = f", kv_heads={self.kv_heads}" if self.kv_heads != self.num_heads else ""
         if (self.kdim, self.vdim) != (self.embed_dim, self.embed_dim):
             extra += f", kdim={self.kdim}, vdim={self.vdim}"
+        if self.pattern is not None:
+            extra += f", pattern={self.pattern}"
         return (
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}{extra}, dropout={self.dropout}"
         )
@@ -205,6 +214,7 @@ class MultiHeadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             need_weights=need_weights,
             backend=self.backend,
+            pattern=self.pattern,
         )
         out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.embed_dim))
         if weights is not None and average_weights:
