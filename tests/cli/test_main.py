@@ -13,6 +13,7 @@ import pytest
 
 import attnlab
 import attnlab.bench.core
+import attnlab.bench.engines
 import attnlab.nn
 from attnlab.cli._run import parse_config
 from attnlab.cli.main import main
@@ -247,7 +248,7 @@ def test_bench_writes_results(monkeypatch, tmp_path, capsys):
         attnlab.bench.core, "run_core", lambda quick=False: calls.append(quick) or ROWS
     )
     out = tmp_path / "bench"
-    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    assert main(["bench", "--suite", "core", "--quick", "--out", str(out)]) == 0
     assert calls == [True]
     assert {p.name for p in out.iterdir()} == {
         "results.json",
@@ -262,7 +263,7 @@ def test_bench_writes_results(monkeypatch, tmp_path, capsys):
 
 def test_bench_refuses_a_non_empty_out_before_running(monkeypatch, tmp_path, capsys):
     calls = []
-    monkeypatch.setattr(attnlab.bench.core, "run_core", lambda quick=False: calls.append(1))
+    monkeypatch.setattr(attnlab.bench.engines, "run_engines", lambda quick=False: calls.append(1))
     (tmp_path / "keep.txt").write_text("x")
     assert main(["bench", "--out", str(tmp_path)]) == 2
     assert "not empty; pass --out another folder" in error_line(capsys)
@@ -271,4 +272,4 @@ def test_bench_refuses_a_non_empty_out_before_running(monkeypatch, tmp_path, cap
 
 def test_bench_unknown_suite(capsys):
     assert main(["bench", "--suite", "nope"]) == 2
-    assert "unknown bench suite 'nope'; available: core" in error_line(capsys)
+    assert "unknown bench suite 'nope'; available: core, engines" in error_line(capsys)

@@ -19,6 +19,12 @@ def _core(quick: bool = False) -> list[dict]:
     return core.run_core(quick=quick)
 
 
+def _engines(quick: bool = False) -> list[dict]:
+    from attnlab.bench import engines
+
+    return engines.run_engines(quick=quick)
+
+
 def _multihead(quick: bool = False) -> list[dict]:
     from attnlab.bench import multihead
 
@@ -40,6 +46,7 @@ def _gat(quick: bool = False) -> list[dict]:
 # Suite name -> function(quick: bool) -> rows. Add a suite by adding an entry.
 SUITES: dict[str, Callable[..., list[dict]]] = {
     "core": _core,
+    "engines": _engines,
     "mha": _multihead,
     "equivalence": _equivalence,
     "gat": _gat,
@@ -50,7 +57,7 @@ def get_suite(name: str) -> Callable[..., list[dict]]:
     """Look up a benchmark suite.
 
     Args:
-        name: The suite name (``"core"``, ``"mha"``, ``"equivalence"``, ``"gat"``).
+        name: A key of ``SUITES`` (``"core"``, ``"engines"``, ``"mha"``, ...).
 
     Returns:
         The suite's function, ``suite(quick=False) -> list[dict]``.

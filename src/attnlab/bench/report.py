@@ -22,6 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from attnlab.bench.scaling import scaling_section, time_figure
+
 __all__ = ["default_bench_dir", "check_new_dir", "write_bench", "summary_markdown"]
 
 
@@ -102,8 +104,12 @@ def _memory_plot(rows: Sequence[dict[str, Any]], suite: str, path: Path) -> bool
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     FigureCanvasAgg(fig)  # explicit Agg canvas: no display, no pyplot state
-    _replace_into(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    _save_png(fig, path)
     return True
+
+
+def _save_png(fig: Figure, path: Path) -> None:
+    _replace_into(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -259,6 +265,7 @@ def summary_markdown(
     environment: dict[str, Any],
     *,
     plotted: bool = False,
+    time_plotted: bool = False,
 ) -> str:
     """The headline figures of a run as markdown.
 
@@ -267,6 +274,7 @@ def summary_markdown(
         suite: The suite name.
         environment: From :func:`attnlab.bench.harness.environment`.
         plotted: Whether ``memory.png`` was written (then it is linked).
+        time_plotted: Whether ``time.png`` was written (then it is linked).
 
     Returns:
         Markdown: the environment line, then dispatch overhead ratios, chunked throughput
@@ -285,7 +293,9 @@ def summary_markdown(
         "",
     ]
     body = (
-        _overhead_section(rows)
+        scaling_section(rows)
+        + (["![time against L](time.png)", ""] if time_plotted else [])
+        + _overhead_section(rows)
         + _throughput_section(rows)
         + _multihead_section(rows)
         + _equivalence_section(rows)
@@ -298,7 +308,7 @@ def summary_markdown(
 def write_bench(
     rows: Sequence[dict[str, Any]], out_dir: Path, suite: str, environment: dict[str, Any]
 ) -> Path:
-    """Write ``results.json``, ``results.csv``, ``memory.png`` and ``summary.md``.
+    """Write ``results.json``, ``results.csv``, ``memory.png``, ``time.png``, ``summary.md``.
 
     Args:
         rows: The suite's rows (one dict per measurement).
@@ -320,5 +330,12 @@ def write_bench(
     _write_text(out_dir / "results.json", json.dumps(document, indent=2, default=str) + "\n")
     _write_text(out_dir / "results.csv", _csv_text(rows))
     plotted = _memory_plot(rows, suite, out_dir / "memory.png")
-    _write_text(out_dir / "summary.md", summary_markdown(rows, suite, environment, plotted=plotted))
+    figure = time_figure(rows, suite)
+    if figure is not None:
+        _save_png(figure, out_dir / "time.png")
+    timed = figure is not None
+    _write_text(
+        out_dir / "summary.md",
+        summary_markdown(rows, suite, environment, plotted=plotted, time_plotted=timed),
+    )
     return out_dir

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import attnlab
+from attnlab.bench import SUITES
 from attnlab.cli._bench import bench_command
 from attnlab.cli._explain import add_explain_parser
 from attnlab.cli._run import list_command, run_command
@@ -57,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=list_command)
 
     bench = sub.add_parser("bench", help="run a benchmark suite and write its results")
-    bench.add_argument("--suite", default="core", help="which suite (default: core)")
-    bench.add_argument("--quick", action="store_true", help="smaller sizes, a few minutes")
+    bench.add_argument(
+        "--suite",
+        default="engines",
+        help=f"which suite: {', '.join(SUITES)} (default: engines)",
+    )
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, under 2 minutes")
     bench.add_argument(
         "--out",
         type=Path,

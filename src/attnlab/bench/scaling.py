@@ -1,0 +1,135 @@
+"""Time against sequence length: crossovers, the log-log plot and the markdown table.
+
+Rows are ``{"figure": "scaling", "method", "length", "pass", "dtype", "seconds",
+"vs_sdpa"?, "causal"?}`` (from the ``engines`` and ``linear`` suites). A panel is one
+``(pass, dtype, causal)``; within it, a method's crossover is the smallest measured
+length from which it stays faster than dense SDPA (``method == "sdpa"``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+__all__ = ["crossover_length", "panels", "scaling_section", "time_figure"]
+
+REFERENCE = "sdpa"
+Row = dict[str, Any]
+
+
+def panels(rows: Sequence[Row]) -> dict[tuple[str, str, str], dict[str, dict[int, Row]]]:
+    """``{(pass, dtype, causality): {method: {length: row}}}`` for the scaling rows."""
+    out: dict[tuple[str, str, str], dict[str, dict[int, Row]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
+    for row in rows:
+        if row.get("figure") != "scaling":
+            continue
+        causal = {True: "causal", False: "non-causal"}.get(row.get("causal"), "")
+        key = (str(row["pass"]), str(row.get("dtype", "float32")), causal)
+        out[key][str(row["method"])][int(row["length"])] = row
+    return out
+
+
+def _faster(row: Row, reference: Row) -> bool:
+    if "vs_sdpa" in row:  # paired per round: robust to the machine's slow spells
+        return float(row["vs_sdpa"]) > 1.0
+    return float(row["seconds"]) < float(reference["seconds"])
+
+
+def crossover_length(per_method: dict[str, dict[int, Row]], method: str) -> int | None:
+    """The smallest measured L from which ``method`` stays faster than dense SDPA.
+
+    Only lengths where both were measured count; None if it never overtakes it.
+
+    Example:
+        >>> rows = {"sdpa": {1: {"seconds": 1.0}, 2: {"seconds": 4.0}},
+        ...         "x": {1: {"seconds": 2.0}, 2: {"seconds": 3.0}}}
+        >>> crossover_length(rows, "x")
+        2
+    """
+    reference, ours = per_method.get(REFERENCE, {}), per_method.get(method, {})
+    common = sorted(set(reference) & set(ours))
+    found = None
+    for length in reversed(common):
+        if not _faster(ours[length], reference[length]):
+            break
+        found = length
+    return found
+
+
+def time_figure(rows: Sequence[Row], suite: str) -> Figure | None:
+    """Log-log seconds against L per method, one panel per pass; crossovers marked."""
+    found = {k: v for k, v in panels(rows).items() if k[1] == "float32"}
+    if not found:
+        return None
+    fig = Figure(figsize=(6 * len(found), 4.5))
+    for i, ((name, _, causal), per_method) in enumerate(sorted(found.items())):
+        ax = fig.add_subplot(1, len(found), i + 1)
+        for method, points in sorted(per_method.items()):
+            xs = sorted(points)
+            line = ax.plot(xs, [points[n]["seconds"] for n in xs], marker="o", label=method)[0]
+            cross = crossover_length(per_method, method) if method != REFERENCE else None
+            if cross is not None:
+                ax.axvline(cross, color=line.get_color(), linestyle=":", alpha=0.7)
+                ax.annotate(
+                    f"{method} < sdpa\nfrom L = {cross}",
+                    (cross, points[cross]["seconds"]),
+                    textcoords="offset points",
+                    xytext=(4, -24),
+                    fontsize=7,
+                    color=line.get_color(),
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        lengths = sorted({n for p in per_method.values() for n in p})
+        ax.set_xticks(lengths, [str(n) for n in lengths], rotation=45)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("sequence length L")
+        ax.set_ylabel("seconds per call")
+        ax.set_title(f"{suite}: {name}" + (f", {causal}" if causal else ""))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    FigureCanvasAgg(fig)  # explicit Agg canvas: no display, no pyplot state
+    return fig
+
+
+def band_speedup_lines(rows: Sequence[Row]) -> list[str]:
+    """The banded engine against dense SDPA given the same band as a mask."""
+    found = [r for r in rows if r.get("method") == "banded" and "vs_band_mask" in r]
+    if not found:
+        return []
+    lines = ["## Banded engine vs dense SDPA with the band mask", ""]
+    lines += [
+        f"- L = {r['length']}, {r['pass']}, {r.get('dtype', 'float32')}: "
+        f"{r['vs_band_mask']:.1f}x the speed of the masked dense call"
+        for r in sorted(found, key=lambda r: (r["pass"], r.get("dtype", ""), r["length"]))
+    ]
+    return lines + [""]
+
+
+def scaling_section(rows: Sequence[Row]) -> list[str]:
+    """Markdown: milliseconds per method and length, with each crossover, per panel."""
+    lines: list[str] = band_speedup_lines(rows)
+    ordered = sorted(panels(rows).items(), key=lambda kv: (kv[0][1] != "float32", kv[0]))
+    for (name, dtype, causal), per_method in ordered:
+        lengths = sorted({n for p in per_method.values() for n in p})
+        header = ["method"] + [f"L = {n}" for n in lengths] + ["faster than SDPA from"]
+        lines += [
+            f"## Time per call (ms): {name}, {dtype}" + (f", {causal}" if causal else ""),
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        ]
+        for method, points in per_method.items():
+            cells = [f"{1e3 * points[n]['seconds']:,.1f}" if n in points else "—" for n in lengths]
+            cross = crossover_length(per_method, method)
+            where = "—" if method == REFERENCE else (f"L = {cross}" if cross else "never here")
+            lines.append("| " + " | ".join([method, *cells, where]) + " |")
+        lines.append("")
+    return lines
