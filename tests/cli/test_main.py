@@ -214,6 +214,7 @@ def test_list_shows_experiments_and_mechanisms(monkeypatch, capsys):
         for line in out.splitlines()
     )
     assert "More text" not in out
+    assert any(line.split()[:2] == ["bigbird", "BigBird"] for line in out.splitlines())
 
 
 def test_list_without_mechanisms_registry(monkeypatch, capsys):

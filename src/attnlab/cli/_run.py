@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attnlab.masks
 import attnlab.nn
 from attnlab.experiments import ExperimentSpec, available, config_fields, get_experiment
 from attnlab.experiments import run_experiment as _run_experiment
@@ -157,5 +158,8 @@ def list_command(args: argparse.Namespace) -> int:
     if graph:
         rows = [(name, _first_line(cls)) for name, cls in sorted(graph.items())]
         lines += [""] + _section("Graph mechanisms (attnlab.nn; x (N, F), edge_index):", rows)
+    rows = [(name, _first_line(cls)) for name, cls in sorted(attnlab.masks.PATTERNS.items())]
+    title = "Sparsity patterns (attnlab.masks; pattern= of attention and MultiHeadAttention):"
+    lines += [""] + _section(title, rows)
     print("\n".join(lines))
     return 0

@@ -74,7 +74,17 @@ from attnlab.masks.sparse_transformer import (
     strided_pattern,
 )
 
+# Every sparsity pattern, for `attnlab list`.
+PATTERNS = {
+    "sliding-window": SlidingWindowPattern,
+    "longformer": LongformerPattern,
+    "bigbird": BigBirdPattern,
+    "strided": StridedPattern,
+    "fixed": FixedPattern,
+}
+
 __all__ = [
+    "PATTERNS",
     "BigBirdPattern",
     "BlockLayout",
     "FixedPattern",
