@@ -25,6 +25,12 @@ def _engines(quick: bool = False) -> list[dict]:
     return engines.run_engines(quick=quick)
 
 
+def _linear(quick: bool = False) -> list[dict]:
+    from attnlab.bench import linear
+
+    return linear.run_linear(quick=quick)
+
+
 def _multihead(quick: bool = False) -> list[dict]:
     from attnlab.bench import multihead
 
@@ -37,6 +43,12 @@ def _equivalence(quick: bool = False) -> list[dict]:
     return equivalence.run_equivalence(quick=quick)
 
 
+def _reversible(quick: bool = False) -> list[dict]:
+    from attnlab.bench import reversible
+
+    return reversible.run_reversible(quick=quick)
+
+
 def _gat(quick: bool = False) -> list[dict]:
     from attnlab.bench import graph
 
@@ -47,9 +59,11 @@ def _gat(quick: bool = False) -> list[dict]:
 SUITES: dict[str, Callable[..., list[dict]]] = {
     "core": _core,
     "engines": _engines,
+    "linear": _linear,
     "mha": _multihead,
     "equivalence": _equivalence,
     "gat": _gat,
+    "reversible": _reversible,
 }
 
 

@@ -22,6 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from attnlab.bench import linear, reversible
+from attnlab.bench._markdown import markdown_table
 from attnlab.bench.scaling import scaling_section, time_figure
 
 __all__ = ["default_bench_dir", "check_new_dir", "write_bench", "summary_markdown"]
@@ -112,14 +114,6 @@ def _save_png(fig: Figure, path: Path) -> None:
     _replace_into(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
-    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
-
-
 def _overhead_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     found = _by_figure(rows, "dispatch_overhead")
     if not found:
@@ -136,7 +130,7 @@ def _overhead_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [
         "## Dispatch overhead: `attention` over bare SDPA (forward)",
         "",
-        *_table(["length", "sdpa (ms)", "attention (ms)", "attention / sdpa"], body),
+        *markdown_table(["length", "sdpa (ms)", "attention (ms)", "attention / sdpa"], body),
         "",
     ]
 
@@ -165,7 +159,9 @@ def _throughput_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [
         "## Chunked engine vs SDPA throughput",
         "",
-        *_table(["pass", "length", "sdpa GFLOP/s", "chunked GFLOP/s", "chunked / sdpa"], body),
+        *markdown_table(
+            ["pass", "length", "sdpa GFLOP/s", "chunked GFLOP/s", "chunked / sdpa"], body
+        ),
         "",
     ]
 
@@ -190,7 +186,7 @@ def _multihead_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [
         "## MultiHeadAttention forward+backward vs torch.nn.MultiheadAttention and bare SDPA",
         "",
-        *_table(header + ["attnlab / torch", "attnlab / bare"], body),
+        *markdown_table(header + ["attnlab / torch", "attnlab / bare"], body),
         "",
         "bare = one packed input projection + bare SDPA + output projection.",
         "",
@@ -214,7 +210,7 @@ def _gat_section(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"## GATConv (8 heads x 8) vs PyG on {timed[0]['nodes']} nodes, "
             f"{timed[0]['edges']} edges",
             "",
-            *_table(["pass", "attnlab (ms)", "PyG (ms)", "attnlab / PyG"], body),
+            *markdown_table(["pass", "attnlab (ms)", "PyG (ms)", "attnlab / PyG"], body),
             "",
         ]
     lines += [
@@ -253,7 +249,7 @@ def _memory_section(rows: Sequence[dict[str, Any]], plotted: bool) -> list[str]:
     lines = [
         "## Peak memory of forward+backward (MiB, fresh process per point)",
         "",
-        *_table(["engine"] + [f"L = {n}" for n in lengths], body),
+        *markdown_table(["engine"] + [f"L = {n}" for n in lengths], body),
         "",
     ]
     return lines + (["![peak memory](memory.png)", ""] if plotted else [])
@@ -295,6 +291,8 @@ def summary_markdown(
     body = (
         scaling_section(rows)
         + (["![time against L](time.png)", ""] if time_plotted else [])
+        + linear.markdown_section(list(rows))
+        + reversible.markdown_section(list(rows))
         + _overhead_section(rows)
         + _throughput_section(rows)
         + _multihead_section(rows)

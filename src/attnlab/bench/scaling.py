@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from attnlab.bench._markdown import markdown_table
+
 __all__ = ["crossover_length", "panels", "scaling_section", "time_figure"]
 
 REFERENCE = "sdpa"
@@ -120,16 +122,12 @@ def scaling_section(rows: Sequence[Row]) -> list[str]:
     for (name, dtype, causal), per_method in ordered:
         lengths = sorted({n for p in per_method.values() for n in p})
         header = ["method"] + [f"L = {n}" for n in lengths] + ["faster than SDPA from"]
-        lines += [
-            f"## Time per call (ms): {name}, {dtype}" + (f", {causal}" if causal else ""),
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-        ]
+        body = []
         for method, points in per_method.items():
             cells = [f"{1e3 * points[n]['seconds']:,.1f}" if n in points else "—" for n in lengths]
             cross = crossover_length(per_method, method)
             where = "—" if method == REFERENCE else (f"L = {cross}" if cross else "never here")
-            lines.append("| " + " | ".join([method, *cells, where]) + " |")
-        lines.append("")
+            body.append([method, *cells, where])
+        title = f"## Time per call (ms): {name}, {dtype}" + (f", {causal}" if causal else "")
+        lines += [title, "", *markdown_table(header, body), ""]
     return lines

@@ -17,6 +17,13 @@ from attnlab.functional.graph import (
     remove_self_loops,
     segment_softmax,
 )
+from attnlab.functional.linear import (
+    draw_orthogonal_features,
+    elu_feature_map,
+    favor_feature_map,
+    kernelized_attention,
+    linear_attention,
+)
 from attnlab.functional.scores import (
     Additive,
     Cosine,
@@ -64,4 +71,9 @@ __all__ = [
     "gather_edges",
     "remove_self_loops",
     "segment_softmax",
+    "draw_orthogonal_features",
+    "elu_feature_map",
+    "favor_feature_map",
+    "kernelized_attention",
+    "linear_attention",
 ]

@@ -4,6 +4,7 @@ from attnlab.nn.additive import AdditiveAttention
 from attnlab.nn.graph import GATConv, GATv2Conv
 from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBaseline
 from attnlab.nn.hierarchical import HierarchicalAttention, HierarchicalWeights, SequenceEncoder
+from attnlab.nn.linear import LinearAttention
 from attnlab.nn.local import LocalAttention
 from attnlab.nn.luong import LuongAttention
 from attnlab.nn.multihead import KVCache, MultiHeadAttention
@@ -16,6 +17,11 @@ from attnlab.nn.positional import (
     SinusoidalPositionalEncoding,
     alibi_slopes,
     relative_position_bucket,
+)
+from attnlab.nn.reversible import (
+    ReversibleBlock,
+    ReversibleSequence,
+    ReversibleTransformerEncoder,
 )
 from attnlab.nn.transformer import (
     EncoderOutput,
@@ -36,6 +42,7 @@ MECHANISMS = {
     "sequence-encoder": SequenceEncoder,
     "attention-pooling": AttentionPooling,
     "multihead": MultiHeadAttention,
+    "linear": LinearAttention,
 }
 
 # Graph layers take node features (N, F) and an edge_index instead of batched sequences,
@@ -52,8 +59,12 @@ __all__ = [
     "FeedForward",
     "KVCache",
     "LearnedPositionalEmbedding",
+    "LinearAttention",
     "MultiHeadAttention",
     "RelativePositionBias",
+    "ReversibleBlock",
+    "ReversibleSequence",
+    "ReversibleTransformerEncoder",
     "RotaryEmbedding",
     "SinusoidalPositionalEncoding",
     "TransformerDecoder",
