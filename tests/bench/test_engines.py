@@ -16,8 +16,11 @@ def test_every_method_computes_attention_of_the_right_shape():
     q, k, v = (torch.randn(1, 2, 96, 8) for _ in range(3))
     for name in ("sdpa", "sdpa_band_mask", "chunked", "math", "banded", "bigbird", "linear_elu"):
         assert engines.build_method(name, 96, window=16)(q, k, v).shape == (1, 2, 96, 8)
+    with torch.no_grad():
+        flex = engines.build_method("flex", 96, window=16)(q, k, v)
     band = engines.build_method("sdpa_band_mask", 96, window=16)(q, k, v)
     torch.testing.assert_close(engines.build_method("banded", 96, 16)(q, k, v), band)
+    torch.testing.assert_close(flex, band, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="unknown method"):
         engines.build_method("nope", 8)
 
@@ -27,7 +30,9 @@ def test_suite_rows_and_report(monkeypatch, tmp_path):
     monkeypatch.setattr(engines, "peak_memory_mib", lambda point, module: 1.0 + point["length"])
     rows = engines.timing_rows(TINY) + engines.memory_rows(TINY)
     timed = [r for r in rows if r["figure"] == "scaling"]
-    assert {r["method"] for r in timed if r["length"] == 64} == set(engines.methods_at(64, TINY))
+    at_64 = {(r["method"], r["pass"]) for r in timed if r["length"] == 64}
+    assert {m for m, _ in at_64} == set(engines.methods_at(64, TINY))
+    assert ("flex", "forward+backward") not in at_64
     assert {r["method"] for r in timed if r["length"] == 256} == {"banded", "bigbird", "linear_elu"}
     assert {r["dtype"] for r in timed} == {"float32", "bfloat16"}
     assert all(r["vs_band_mask"] > 0 for r in timed if r["length"] == 128)

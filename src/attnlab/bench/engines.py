@@ -11,7 +11,9 @@ every method once, in rotating order; figures are medians of per-round ratios):
 * ``bigbird``: BigBird blocks of 64 (3 window + 2 global + 3 random blocks) on the
   ``block_sparse`` engine;
 * ``linear_elu``: elu + 1 linear attention (not softmax attention: a different
-  function, included for its cost).
+  function, included for its cost);
+* ``flex``: the same window through compiled FlexAttention, forward only (it has no
+  CPU backward; compilation happens in the untimed warm-up round).
 
 Peak memory of forward+backward is measured in a fresh process per point, run as
 ``python -m attnlab.bench.engines '{"method": ..., "length": ...}'``.
@@ -70,6 +72,9 @@ def build_method(name: str, length: int, window: int = WINDOW) -> Method:
         return lambda q, k, v: attention(q, k, v, pattern=pattern, backend="block_sparse").output
     if name == "linear_elu":
         return lambda q, k, v: linear_attention(q, k, v)
+    if name == "flex":
+        pattern = sliding_window_pattern(window)
+        return lambda q, k, v: attention(q, k, v, pattern=pattern, backend="flex").output
     raise ValueError(f"unknown method {name!r}")
 
 
@@ -77,7 +82,7 @@ def methods_at(length: int, sizes: EngineSizes) -> list[str]:
     """The methods measured at one length (dense ones stop where they take too long)."""
     names = ["banded", "bigbird", "linear_elu"]
     if length <= sizes.dense_max:
-        names = ["sdpa", "sdpa_band_mask", "chunked"] + names
+        names = ["sdpa", "sdpa_band_mask", "chunked"] + names + ["flex"]
     if length <= sizes.math_max:
         names.append("math")
     return names
@@ -116,6 +121,8 @@ def timing_rows(sizes: EngineSizes) -> list[dict]:
     for length, dtype, name in tqdm(plan, desc="engines: timing", leave=False):
         backward = name == "forward+backward"
         names = methods_at(length, sizes)
+        if backward:  # FlexAttention has no CPU backward
+            names = [m for m in names if m != "flex"]
         if dtype != torch.float32:
             names = [m for m in names if m in ("sdpa", "sdpa_band_mask", "banded")]
         inputs = _inputs(length, dtype, backward)
@@ -145,12 +152,7 @@ def timing_rows(sizes: EngineSizes) -> list[dict]:
 
 def memory_rows(sizes: EngineSizes) -> list[dict]:
     """Peak extra MiB of forward+backward per method and length (fresh process each)."""
-    points = [
-        (m, n)
-        for n in sizes.memory_lengths
-        for m in methods_at(n, sizes)
-        if m not in ("sdpa_band_mask", "chunked") or n <= sizes.lengths[-1]
-    ]
+    points = [(m, n) for n in sizes.memory_lengths for m in methods_at(n, sizes) if m != "flex"]
     rows = []
     for method, length in tqdm(points, desc="engines: memory", leave=False):
         point = {"method": method, "length": length, "window": sizes.window}

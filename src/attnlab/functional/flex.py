@@ -8,7 +8,8 @@ float bias is looked up inside ``mask_mod`` / ``score_mod`` (then nothing is cac
 
 On CPU FlexAttention has no backward (torch 2.13), so this engine is for inference
 there (forceable with ``backend="flex"``); training on CPU uses ``banded`` /
-``block_sparse``.
+``block_sparse``. The kernel is compiled on first use per shape (about 9 s on the
+2-core CPU machine; building the block mask of a 16k window took as long again).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def flex_attention_engine(p: Problem, pattern: SparsePattern) -> Tensor:
         ValueError: on CPU with inputs that need gradients, or with dropout (FlexAttention
             has neither); the message names the engine to use instead.
     """
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import create_block_mask
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (p.q, p.k, p.v))
     if p.q.device.type == "cpu" and needs_grad:
@@ -107,5 +108,6 @@ def flex_attention_engine(p: Problem, pattern: SparsePattern) -> Tensor:
         def score_mod(score: Tensor, bi: Tensor, hi: Tensor, q_idx: Tensor, kv_idx: Tensor):
             return score + _lookup(bias, bi, hi, q_idx, kv_idx).to(score.dtype)
 
-    run = _compiled_flex() if p.q.device.type == "cuda" else flex_attention
-    return run(p.q, p.k, p.v, score_mod=score_mod, block_mask=block_mask, scale=p.scale)
+    return _compiled_flex()(
+        p.q, p.k, p.v, score_mod=score_mod, block_mask=block_mask, scale=p.scale
+    )
