@@ -43,6 +43,12 @@ def _equivalence(quick: bool = False) -> list[dict]:
     return equivalence.run_equivalence(quick=quick)
 
 
+def _mechanisms(quick: bool = False) -> list[dict]:
+    from attnlab.bench import mechanisms
+
+    return mechanisms.run_mechanisms(quick=quick)
+
+
 def _reversible(quick: bool = False) -> list[dict]:
     from attnlab.bench import reversible
 
@@ -63,6 +69,7 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "mha": _multihead,
     "equivalence": _equivalence,
     "gat": _gat,
+    "mechanisms": _mechanisms,
     "reversible": _reversible,
 }
 

@@ -11,9 +11,11 @@ log-sum-exp, so training memory is linear in L as well:
     P = \exp(S - \mathrm{lse}), \quad dV = P^T dO, \quad
     dS = P \odot (dO V^T - \mathrm{rowsum}(dO \odot O))
 
-Scores of the form ``scale * q @ k^T`` run on batched matmuls into reused buffers;
-any other score (additive, ...) is evaluated per block through ``score.pairwise``
-and differentiated per block with :func:`torch.autograd.grad`, so gradients reach
+Scores of the form ``scale * q @ k^T`` run on batched matmuls into reused buffers.
+Any other score is evaluated and differentiated per block
+(:func:`~attnlab.functional._score_blocks.score_block`): by hand when the score has a
+``pairwise_vjp`` (additive attention builds its ``(B, H, bq, bk, hidden)`` tanh once
+per block, in a reused buffer), else with :func:`torch.autograd.grad`. Gradients reach
 the score's own tensors (``score.tensors()``), the bias and q/k/v.
 
 Fully masked query rows give zero output and zero gradients (never NaN).
@@ -28,13 +30,14 @@ import torch
 from torch import Tensor
 
 from attnlab.functional._problem import Problem, block_of, causal_block
+from attnlab.functional._score_blocks import BlockVjp, score_block
 
 # 512 x 512 fp32 tiles keep a score block near the cache and measured fastest on a
 # 2-core CPU (see DESIGN.md, "Performance rules").
 DOT_BLOCK = 512
-# Generic scores materialise (block_q x block_k x hidden): keep that near 8 MiB.
-GENERIC_BLOCK_ELEMENTS = 2**21
-
+# Generic scores materialise (B*H x bq x bk x hidden): 4 MiB. For additive attention,
+# 8 MiB blocks ran about 5% faster for 4 MiB more memory; 2 MiB blocks ran slower.
+GENERIC_BLOCK_ELEMENTS = 2**20
 
 WORKSPACE_LIMIT = 2**22  # 16 MiB of fp32 per slot
 _workspaces = threading.local()
@@ -59,12 +62,25 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def _generic_block_sizes(p: Problem) -> tuple[int, int]:
-    b, h, lq, lk = p.shape
-    width = max(1, p.q.shape[-1]) * b * h
-    bk = min(lk, 128)
-    bq = max(1, min(lq, GENERIC_BLOCK_ELEMENTS // (bk * width)))
-    return bq, bk
+def generic_block_sizes(batch_heads: int, lq: int, lk: int, width: int) -> tuple[int, int]:
+    """Query and key block sizes ``(bq, bk)`` of a score without a dot-product form.
+
+    Such a score builds a ``(B*H, bq, bk, width)`` intermediate per block (additive
+    attention's ``tanh(W_q q + W_k k)``), so ``bq * bk`` is capped to keep it within
+    ``GENERIC_BLOCK_ELEMENTS``. Blocks are near square, keys about four times the
+    queries: gradients sum the intermediate over both axes, and summing over only a
+    few query rows is slow (B=32, Lq=50, Lk=200, hidden 256, fp32, 4 MiB blocks:
+    5 x 25 ran the additive forward+backward 1.4 times faster than 1 x 128).
+
+    Example:
+        >>> generic_block_sizes(32, 50, 200, 256)
+        (5, 25)
+    """
+    pairs = max(1, GENERIC_BLOCK_ELEMENTS // max(1, batch_heads * width))
+    bq = min(lq, max(1, math.isqrt(pairs) // 2))
+    bk = min(lk, max(1, pairs // bq))
+    # Few keys leave budget unused: give it back to the queries.
+    return min(lq, max(1, pairs // bk)), bk
 
 
 class _Plan:
@@ -74,7 +90,11 @@ class _Plan:
         b, h, lq, lk = p.shape
         self.p = p
         self.fast = p.scale is not None
-        bq, bk = (DOT_BLOCK, DOT_BLOCK) if self.fast else _generic_block_sizes(p)
+        bq, bk = (
+            (DOT_BLOCK, DOT_BLOCK)
+            if self.fast
+            else generic_block_sizes(b * h, lq, lk, p.q.shape[-1])
+        )
         self.q_blocks = _blocks(lq, bq)
         self.k_blocks = _blocks(lk, bk)
         self.block_elements = b * h * bq * bk
@@ -112,10 +132,7 @@ def _scores(
     kb: Tensor,
     tensors: tuple[Tensor, ...],
     out: Tensor | None,
-    qs: int,
-    qe: int,
-    ks: int,
-    ke: int,
+    bounds: tuple[int, int, int, int],
     offset: Tensor | None = None,
 ) -> Tensor:
     """Logits of one block in fp32 (or fp64), masked with -inf, shape ``(B, H, bq, bk)``.
@@ -123,7 +140,7 @@ def _scores(
     ``offset`` (``(B, H, bq, 1)``, dot scores only) is added inside the GEMM, which
     saves a pass over the block when backward subtracts the log-sum-exp.
     """
-    p = plan.p
+    qs, qe, ks, ke = bounds
     if plan.fast:
         b, h = qb.shape[:2]
         s3 = out.view(b * h, qe - qs, ke - ks) if out is not None else None
@@ -134,17 +151,27 @@ def _scores(
             s3 = torch.baddbmm(offset.flatten(0, 1), q3, k3t, out=s3)
         s = s3.view(b, h, qe - qs, ke - ks)
     else:
-        s = p.score.pairwise(qb, kb, *tensors).to(qb.dtype)
+        s, _ = _score_block(plan, qb, kb, tensors, need_vjp=False)
+    return _mask_logits(plan, s, *bounds)
+
+
+def _score_block(
+    plan: _Plan, qb: Tensor, kb: Tensor, tensors: tuple[Tensor, ...], *, need_vjp: bool
+) -> tuple[Tensor, BlockVjp | None]:
+    def workspace(n: int) -> Tensor:
+        return _workspace("hidden", n, qb)
+
+    return score_block(plan.p.score, qb, kb, tensors, need_vjp=need_vjp, workspace=workspace)
+
+
+def _mask_logits(plan: _Plan, s: Tensor, qs: int, qe: int, ks: int, ke: int) -> Tensor:
+    """Add the bias block and fill hidden positions with -inf, in place."""
     bias = block_of(plan.bias, qs, qe, ks, ke)
     if bias is not None:
-        s = s.add_(bias) if s.requires_grad is False else s + bias
+        s.add_(bias)
     hidden = plan.hidden(qs, qe, ks, ke)
     if hidden is not None:
-        s = (
-            s.masked_fill_(hidden, -math.inf)
-            if not s.requires_grad
-            else s.masked_fill(hidden, -math.inf)
-        )
+        s.masked_fill_(hidden, -math.inf)
     return s
 
 
@@ -168,17 +195,8 @@ def _forward(
         for ki, (ks, ke) in enumerate(plan.k_blocks):
             if plan.skip(qs, qe, ks):
                 continue
-            s = _scores(
-                plan,
-                qb,
-                k[:, :, ks:ke],
-                tensors,
-                None if buf is None else buf[: b * h * (qe - qs) * (ke - ks)],
-                qs,
-                qe,
-                ks,
-                ke,
-            )
+            out_b = None if buf is None else buf[: b * h * (qe - qs) * (ke - ks)]
+            s = _scores(plan, qb, k[:, :, ks:ke], tensors, out_b, (qs, qe, ks, ke))
             m_new = torch.maximum(m, s.amax(-1, keepdim=True))
             # A row with nothing visible yet keeps m = -inf; shift it by 0 instead.
             m_safe = m_new.masked_fill(m_new == -math.inf, 0.0)
@@ -222,15 +240,14 @@ def _block_backward(
     qs, qe, ks, ke = bounds
     b, h, bq, bk = qb.shape[0], qb.shape[1], qe - qs, ke - ks
     grads: tuple[Tensor | None, ...] = ()
+    vjp = None
     if plan.fast:
-        s = _scores(plan, qb, kb, tensors, bufs[0][: b * h * bq * bk], *bounds, offset=neg_lse_b)
+        s = _scores(plan, qb, kb, tensors, bufs[0][: b * h * bq * bk], bounds, offset=neg_lse_b)
         prob = s.exp_()
     else:
-        with torch.enable_grad():
-            leaves = [qb.detach().requires_grad_(), kb.detach().requires_grad_()]
-            leaves += [t.detach().requires_grad_() for t in tensors]
-            s_graph = _scores(plan, leaves[0], leaves[1], tuple(leaves[2:]), None, *bounds)
-        prob = s_graph.detach().add(neg_lse_b).exp_()
+        # The score's vjp needs only dS: masked positions get dS = 0 through P = 0.
+        s, vjp = _score_block(plan, qb, kb, tensors, need_vjp=True)
+        prob = _mask_logits(plan, s, *bounds).add_(neg_lse_b).exp_()
     keep = plan.keep(index, prob.shape, prob.device)
     dob3, v3t = dob.flatten(0, 1), vb.flatten(0, 1).transpose(1, 2)
     dp3 = bufs[1][: b * h * bq * bk].view(b * h, bq, bk)
@@ -244,8 +261,8 @@ def _block_backward(
         dp3 = torch.bmm(dob3, v3t, out=dp3)
         dp3.mul_(scaled_keep.flatten(0, 1)).add_(neg_delta_b.flatten(0, 1))
     ds = dp3.view(b, h, bq, bk).mul_(prob)
-    if not plan.fast:
-        grads = torch.autograd.grad(s_graph, leaves, ds, allow_unused=True)
+    if vjp is not None:
+        grads = vjp(ds)
     return ds, grads
 
 
@@ -313,6 +330,8 @@ def _backward(
                     if g is not None:
                         target += g
         dk[:, :, cols], dv[:, :, cols] = dk_b, dv_b
+        # Freed now, not when the next block's accumulators replace them.
+        del dk_b, dv_b
     dq = torch.cat(dq_blocks, dim=2)
     return dq, dk, dv, dbias, dtensors
 

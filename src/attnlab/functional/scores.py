@@ -23,6 +23,7 @@ All score objects are frozen dataclasses holding tensors (parameters live in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -187,6 +188,66 @@ class Additive(Score):
         """See :meth:`Score.pairwise`."""
         v = tensors[0] if tensors else self.v
         return torch.matmul(torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3)), v)
+
+    def pairwise_vjp(
+        self,
+        q: Tensor,
+        k: Tensor,
+        *tensors: Tensor,
+        workspace: Callable[[int], Tensor] | None = None,
+    ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]]:
+        r"""Scores of one block and their hand-written vector-Jacobian product.
+
+        With :math:`T = \tanh(q_i + k_j)` (prepared rows) and upstream :math:`G`:
+
+        .. math::
+            dv = \sum_{ij} G_{ij} T_{ij}, \quad
+            dq_i = v \odot \sum_j G_{ij} (1 - T_{ij}^2), \quad
+            dk_j = v \odot \sum_i G_{ij} (1 - T_{ij}^2)
+
+        The chunked engine calls this per block instead of differentiating
+        :meth:`pairwise` with autograd: ``T`` is built once, in a reused buffer, and
+        serves both the scores and their gradients (``d tanh = 1 - tanh^2``).
+
+        Args:
+            q: prepared queries ``(..., Lq, hidden)``.
+            k: prepared keys ``(..., Lk, hidden)``, same leading dims as ``q``.
+            tensors: ``(v,)`` as in :meth:`pairwise`.
+            workspace: returns a flat buffer of at least the number of elements asked
+                for, to hold ``T`` (``(..., Lq, Lk, hidden)``); None allocates one.
+
+        Returns:
+            ``(scores (..., Lq, Lk), vjp)``, outside autograd; ``vjp(G)`` returns
+            ``(dq, dk, dv)`` and may be called once (it overwrites the buffer).
+
+        Example:
+            >>> s = Additive(torch.ones(2), torch.eye(2), torch.eye(2))
+            >>> q, k = torch.zeros(1, 2), torch.zeros(3, 2)
+            >>> scores, vjp = s.pairwise_vjp(q, k)
+            >>> scores, vjp(torch.ones(1, 3))[0]
+            (tensor([[0., 0., 0.]]), tensor([[3., 3.]]))
+        """
+        v = (tensors[0] if tensors else self.v).detach()
+        q, k = q.detach(), k.detach()
+        shape = (*q.shape[:-1], k.shape[-2], q.shape[-1])
+        numel = math.prod(shape)
+        t = q.new_empty(shape) if workspace is None else workspace(numel).view(shape)
+        torch.add(q.unsqueeze(-2), k.unsqueeze(-3), out=t).tanh_()
+        scores = torch.matmul(t, v)
+
+        @torch.no_grad()
+        def vjp(g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            hid = t.shape[-1]
+            dv = torch.mv(t.view(-1, hid).t(), g.reshape(-1))
+            # 1 - T^2 in place (T is no longer needed), in one pass; computing it
+            # directly (not sum G - sum G T^2) keeps saturated units exact.
+            torch.addcmul(t.new_ones(()), t, t, value=-1.0, out=t)
+            dq = torch.matmul(g.unsqueeze(-2), t).squeeze(-2).mul_(v)
+            # dk sums over queries, which are not contiguous in T: weight, then reduce.
+            dk = t.mul_(g.unsqueeze(-1)).sum(-3).mul_(v)
+            return dq, dk, dv
+
+        return scores, vjp
 
 
 @dataclass(frozen=True)
