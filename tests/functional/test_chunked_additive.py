@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import pytest
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import attnlab.functional.chunked as chunked
 from attnlab.functional import Additive, Score, additive, attention, concat
 from attnlab.functional._problem import Problem
 from attnlab.functional.chunked import chunked_attention, generic_block_sizes
+
+from ._probes import LargestTensor
 
 B, H, LQ, LK, DQ, DK, HID, DV = 2, 3, 5, 7, 11, 9, 6, 13  # all distinct
 
@@ -180,21 +181,6 @@ def test_bfloat16_close_to_float32():
     torch.testing.assert_close(low.float(), ref, atol=5e-2, rtol=5e-2)
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the most elements any operator's output holds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def test_blocks_of_the_long_input_problem_stay_small():
     # Bahdanau at B=32, Lq=50, Lk=200, hidden 256: the full tanh tensor has 82M elements.
     b, lq, lk, hid = 32, 50, 200, 256
@@ -204,7 +190,7 @@ def test_blocks_of_the_long_input_problem_stay_small():
     g = torch.Generator().manual_seed(0)
     score = additive(*(_leaf(g, *s, dtype=torch.float32) for s in ((hid,), (hid, hid), (hid, hid))))
     q, k = _leaf(g, b, lq, hid, dtype=torch.float32), _leaf(g, b, lk, hid, dtype=torch.float32)
-    with _LargestTensor() as mode:
+    with LargestTensor() as mode:
         attention(q, k, k, score=score, backend="chunked").output.sum().backward()
     # Nothing bigger than one block or the inputs (keys: b * lk * hid) is ever built.
     assert mode.largest <= max(b * bq * bk * hid, b * lk * hid) < full // 10

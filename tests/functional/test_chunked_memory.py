@@ -2,24 +2,10 @@
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnlab.functional import additive, attention
 
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any operator produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
+from ._probes import LargestTensor
 
 
 def _largest(backend, score=None, lq=96, lk=112, d=4):

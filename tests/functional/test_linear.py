@@ -5,13 +5,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnlab.functional.linear import (
     draw_orthogonal_features,
     kernelized_attention,
     linear_attention,
 )
+
+from ._probes import LargestTensor
 
 B, H, L, LQ, D, DV = 2, 3, 12, 9, 5, 7  # all distinct, so a transposition cannot hide
 
@@ -234,21 +235,6 @@ def test_four_dim_key_mask_per_head():
     w = elu1(q).double() @ elu1(k).double().transpose(-1, -2) * mask.double()
     expected = w @ v.double() / w.sum(-1, keepdim=True)
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any operator produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def _saved_numel(length, feature_map, chunk=16, d=16):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from attnlab.bench.harness import paired_ratio, peak_memory_mib, time_interleaved
+from attnlab.bench.harness import paired_ratio, peak_memory_mib, run_steps, time_interleaved
 from attnlab.functional import attention
 
 HEADS, HEAD_DIM = 8, 64
@@ -156,8 +156,4 @@ def memory_rows(sizes: CoreSizes) -> list[dict]:
 def run_core(quick: bool = False) -> list[dict]:
     """All rows of the core suite."""
     sizes = CoreSizes.quick() if quick else CoreSizes()
-    steps = (overhead_rows, throughput_rows, memory_rows)
-    rows: list[dict] = []
-    for step in tqdm(steps, desc="core suite"):
-        rows.extend(step(sizes))
-    return rows
+    return run_steps("core", (overhead_rows, throughput_rows, memory_rows), sizes)

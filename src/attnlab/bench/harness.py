@@ -15,13 +15,22 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from tqdm import tqdm
 
-__all__ = ["Timing", "environment", "paired_ratio", "peak_memory_mib", "time_interleaved"]
+__all__ = [
+    "Timing",
+    "environment",
+    "paired_ratio",
+    "peak_memory_mib",
+    "run_steps",
+    "time_interleaved",
+]
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,14 @@ def time_interleaved(
         n: Timing(statistics.median(s), min(s), max(s), len(s), tuple(s))
         for n, s in samples.items()
     }
+
+
+def run_steps(suite: str, steps: Sequence[Callable[[Any], list[dict]]], sizes: Any) -> list[dict]:
+    """Run a suite's measuring steps on its sizes, with a progress bar; their rows, in order."""
+    rows: list[dict] = []
+    for step in tqdm(steps, desc=f"{suite} suite"):
+        rows.extend(step(sizes))
+    return rows
 
 
 def peak_memory_mib(

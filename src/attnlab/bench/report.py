@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from attnlab.bench import linear, mechanisms, reversible
 from attnlab.bench._markdown import markdown_table
-from attnlab.bench.scaling import scaling_section, time_figure
+from attnlab.bench.scaling import method_colors, scaling_section, time_figure
 
 __all__ = ["default_bench_dir", "check_new_dir", "write_bench", "summary_markdown"]
 
@@ -88,9 +88,10 @@ def _memory_plot(rows: Sequence[dict[str, Any]], suite: str, path: Path) -> bool
         return False
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
+    colors = method_colors(rows)
     for engine, points in sorted(series.items()):
         xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, marker="o", label=engine)
+        ax.plot(xs, ys, "o-", color=colors[engine], label=engine)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     # Plain numbers read better than 2^10 or 4x10^2 for lengths and MiB.

@@ -18,7 +18,13 @@ from matplotlib.ticker import NullFormatter
 
 from attnlab.bench._markdown import markdown_table
 
-__all__ = ["crossover_length", "panels", "scaling_section", "time_figure"]
+__all__ = [
+    "crossover_length",
+    "method_colors",
+    "panels",
+    "scaling_section",
+    "time_figure",
+]
 
 REFERENCE = "sdpa"
 Row = dict[str, Any]
@@ -65,28 +71,32 @@ def crossover_length(per_method: dict[str, dict[int, Row]], method: str) -> int 
     return found
 
 
+def method_colors(rows: Sequence[Row]) -> dict[str, str]:
+    """One matplotlib colour per method (or engine), the same in every plot of a run."""
+    names = sorted({str(r.get("method", r.get("engine"))) for r in rows})
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+
+
 def time_figure(rows: Sequence[Row], suite: str) -> Figure | None:
-    """Log-log seconds against L per method, one panel per pass; crossovers marked."""
+    """Log-log seconds against L per method, one panel per pass.
+
+    Each method keeps its colour across panels; where it overtakes dense SDPA a dotted
+    line marks the length and its legend entry says so.
+    """
     found = {k: v for k, v in panels(rows).items() if k[1] == "float32"}
     if not found:
         return None
     fig = Figure(figsize=(6 * len(found), 4.5))
+    colors = method_colors(rows)
     for i, ((name, _, causal), per_method) in enumerate(sorted(found.items())):
         ax = fig.add_subplot(1, len(found), i + 1)
         for method, points in sorted(per_method.items()):
             xs = sorted(points)
-            line = ax.plot(xs, [points[n]["seconds"] for n in xs], marker="o", label=method)[0]
             cross = crossover_length(per_method, method) if method != REFERENCE else None
+            label = method + (f" (< sdpa from L = {cross})" if cross is not None else "")
+            ax.plot(xs, [points[n]["seconds"] for n in xs], "o-", color=colors[method], label=label)
             if cross is not None:
-                ax.axvline(cross, color=line.get_color(), linestyle=":", alpha=0.7)
-                ax.annotate(
-                    f"{method} < sdpa\nfrom L = {cross}",
-                    (cross, points[cross]["seconds"]),
-                    textcoords="offset points",
-                    xytext=(4, -24),
-                    fontsize=7,
-                    color=line.get_color(),
-                )
+                ax.axvline(cross, color=colors[method], linestyle=":", alpha=0.6)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         lengths = sorted({n for p in per_method.values() for n in p})

@@ -37,31 +37,7 @@ from torch import Tensor
 from attnlab.functional._problem import Problem
 from attnlab.masks.patterns import BlockLayout, SparsePattern
 
-__all__ = ["block_sparse_attention", "pattern_keys"]
-
-
-def pattern_keys(layout: BlockLayout) -> Tensor:
-    """Key position of every key each query block reads: ``(nq_blocks, span)``, -1 = none.
-
-    Global columns (``extra_keys``) that already lie in one of a row's blocks are
-    dropped from that row, so no key is counted twice in a softmax.
-    """
-    size = layout.block_size
-    kv_slots = layout.kv_positions.view(-1, size)
-    empty = kv_slots.new_full((1, size), -1)
-    table = torch.cat([kv_slots, empty])  # index -1 reads the empty row
-    keys = table[layout.kv_blocks].flatten(1)
-    if layout.extra_keys is None or layout.extra_keys.numel() == 0:
-        return keys
-    slot_of = torch.full(
-        (int(layout.kv_positions.max()) + 2,), -1, dtype=torch.long, device=keys.device
-    )
-    valid = layout.kv_positions >= 0
-    slot_of[layout.kv_positions[valid]] = torch.nonzero(valid).flatten()
-    extra = layout.extra_keys
-    extra_block = slot_of[extra].div(size, rounding_mode="floor")
-    seen = (layout.kv_blocks[:, :, None] == extra_block[None, None, :]).any(1)
-    return torch.cat([keys, torch.where(seen, -1, extra.expand(keys.shape[0], -1))], 1)
+__all__ = ["block_sparse_attention"]
 
 
 def _gather_pairs(t: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
@@ -79,7 +55,7 @@ def _pattern_pairs(
     pattern: SparsePattern, layout: BlockLayout, lq: int, lk: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(allowed, q_idx, kv_idx)``: the pattern's predicate on every gathered pair."""
-    keys = pattern_keys(layout)
+    keys = layout.key_positions
     q_idx = layout.q_positions.view(keys.shape[0], layout.block_size, 1)
     kv_idx = keys[:, None, :]
     zero = q_idx.new_zeros(())
@@ -171,7 +147,7 @@ def _blocks_attention(p: Problem, pattern: SparsePattern, layout: BlockLayout) -
     """Output ``(B, H, slots, Dv)`` of every query slot against its listed keys."""
     b, h, _, _ = p.shape
     size = layout.block_size
-    keys = pattern_keys(layout)
+    keys = layout.key_positions
     n_blocks = keys.shape[0]
     bias = _bias(p, pattern, layout)
     # Fold into SDPA's head axis only the dims the bias depends on (see module doc).

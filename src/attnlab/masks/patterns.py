@@ -75,6 +75,27 @@ class BlockLayout:
         extra = 0 if self.extra_keys is None else self.extra_keys.numel()
         return self.kv_blocks.shape[1] * self.block_size + extra
 
+    @functools.cached_property
+    def key_positions(self) -> Tensor:
+        """Position of every key each query block reads: ``(nq_blocks, span)``, -1 = none.
+
+        Global columns (``extra_keys``) that already lie in one of a row's blocks are
+        dropped from that row, so no key is counted twice in a softmax.
+        """
+        size = self.block_size
+        kv_slots = self.kv_positions.view(-1, size)
+        table = torch.cat([kv_slots, kv_slots.new_full((1, size), -1)])  # -1 reads the last
+        keys = table[self.kv_blocks].flatten(1)
+        if self.extra_keys is None or self.extra_keys.numel() == 0:
+            return keys
+        valid = self.kv_positions >= 0
+        slot_of = torch.full((int(self.kv_positions.max()) + 2,), -1, device=keys.device)
+        slot_of[self.kv_positions[valid]] = torch.nonzero(valid).flatten()
+        extra_block = slot_of[self.extra_keys].div(size, rounding_mode="floor")
+        seen = (self.kv_blocks[:, :, None] == extra_block[None, None, :]).any(1)
+        extra = torch.where(seen, -1, self.extra_keys.expand(keys.shape[0], -1))
+        return torch.cat([keys, extra], 1)
+
 
 def identity_slots(length: int, block_size: int, device: DeviceLike = None) -> Tensor:
     """Positions ``0 .. length-1`` padded with -1 to a whole number of blocks."""
