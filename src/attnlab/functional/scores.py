@@ -50,7 +50,13 @@ __all__ = [
 
 
 class Score:
-    """Base class: ``prepare`` once, then ``pairwise`` on (blocks of) rows."""
+    """Base class: ``prepare`` once, then ``pairwise`` on (blocks of) rows.
+
+    A score without a dot-product form may also define
+    ``pairwise_vjp(q, k, *tensors, workspace=None) -> (scores, vjp)`` (see
+    :meth:`Additive.pairwise_vjp`): the chunked engine then differentiates its blocks by
+    hand instead of through autograd.
+    """
 
     name: str = "score"
 
