@@ -85,3 +85,62 @@ def block_of(t: Tensor | None, qs: int, qe: int, ks: int, ke: int) -> Tensor | N
     rows = slice(qs, qe) if t.shape[-2] != 1 else slice(None)
     cols = slice(ks, ke) if t.shape[-1] != 1 else slice(None)
     return t[..., rows, cols]
+
+
+def check_qkv(
+    q: object,
+    k: object,
+    v: object,
+    *,
+    names: tuple[str, str, str] = ("q", "k", "v"),
+    accepted: str = "(B, H, L, D)",
+    same_width: bool = False,
+) -> None:
+    """One-line errors for q, k, v that do not fit together as attention inputs.
+
+    They must be ``(B, H, Lq, D)``, ``(B, H, Lk, D)``, ``(B, H, Lk, Dv)`` of one floating
+    dtype (and ``q``, ``k`` of one width when ``same_width``).
+
+    Raises:
+        TypeError: a non-tensor, a non-floating tensor, or mixed dtypes.
+        ValueError: a tensor that is not 4-D, or shapes that do not fit together.
+    """
+    for name, t in zip(names, (q, k, v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be {accepted}, got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(
+            f"{', '.join(names)} must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
+    widths_differ = same_width and q.shape[-1] != k.shape[-1]
+    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or widths_differ:
+        nq, nk, nv = names
+        raise ValueError(
+            f"shapes do not match: {nq} {tuple(q.shape)} = (B, H, Lq, D), "
+            f"{nk} {tuple(k.shape)} = (B, H, Lk, D), {nv} {tuple(v.shape)} = (B, H, Lk, Dv)"
+        )
+
+
+def pair_values(
+    t: Tensor, q_idx: Tensor, kv_idx: Tensor, b: Tensor | None = None, h: Tensor | None = None
+) -> Tensor:
+    """``t`` at query/key index pairs, for ``t`` broadcastable to ``(B, H, Lq, Lk)``.
+
+    A size-1 dimension of ``t`` is read at index 0 and negative (padding) indices at 0.
+    Without ``b`` and ``h`` the result keeps ``t``'s batch and head dims:
+    ``(Bt, Ht, *broadcast(q_idx, kv_idx))``; with them, every index is looked up (as
+    FlexAttention's ``mask_mod`` and ``score_mod`` do).
+    """
+    t4 = t.reshape((1,) * (4 - t.dim()) + tuple(t.shape))
+
+    def pick(index: Tensor, size: int) -> Tensor:
+        return index.clamp(min=0) if size != 1 else torch.zeros_like(index)
+
+    rows, cols = pick(q_idx, t4.shape[2]), pick(kv_idx, t4.shape[3])
+    if b is None or h is None:
+        return t4[:, :, rows, cols]
+    return t4[pick(b, t4.shape[0]), pick(h, t4.shape[1]), rows, cols]

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from attnlab.functional._problem import Problem, causal_offset
+from attnlab.functional._problem import Problem, causal_offset, check_qkv
 from attnlab.functional.blocksparse import block_sparse_attention
 from attnlab.functional.chunked import chunked_attention
 from attnlab.functional.engines import attention_weights, math_attention, sdpa_attention
@@ -134,25 +134,6 @@ def _check_broadcast(name: str, t: Tensor, shape: tuple[int, int, int, int]) -> 
         )
 
 
-def _explain_bad_tensors(q: object, k: object, v: object) -> None:
-    """Raise the one-line error that says what is wrong with q, k or v."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{name} must be (B, H, L, D) (or (B, L, D)), got shape {tuple(t.shape)}"
-            )
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    raise ValueError(
-        f"shapes do not match: q {tuple(q.shape)} = (B, H, Lq, D), "
-        f"k {tuple(k.shape)} = (B, H, Lk, D), v {tuple(v.shape)} = (B, H, Lk, Dv)"
-    )
-
-
 def _check_inputs(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, dropout_p: float
 ) -> None:
@@ -168,7 +149,7 @@ def _check_inputs(
     except AttributeError:
         valid = False
     if not valid:
-        _explain_bad_tensors(q, k, v)
+        check_qkv(q, k, v, accepted="(B, H, L, D) (or (B, L, D))")
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     if mask is not None:
         if mask.dtype != torch.bool:

@@ -34,21 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.functional._problem import Problem
+from attnlab.functional._problem import Problem, pair_values
 from attnlab.masks.patterns import BlockLayout, SparsePattern
 
 __all__ = ["block_sparse_attention"]
-
-
-def _gather_pairs(t: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-    """``t[..., q_idx, kv_idx]`` for a tensor broadcastable to ``(B, H, Lq, Lk)``.
-
-    Returns ``(Bm, Hm, *broadcast(q_idx, kv_idx).shape)``; size-1 dims of ``t`` stay 1.
-    """
-    t4 = t.reshape((1,) * (4 - t.dim()) + tuple(t.shape))
-    rows = q_idx.clamp(min=0) if t4.shape[-2] != 1 else torch.zeros_like(q_idx)
-    cols = kv_idx.clamp(min=0) if t4.shape[-1] != 1 else torch.zeros_like(kv_idx)
-    return t4[:, :, rows, cols]
 
 
 def _pattern_pairs(
@@ -78,10 +67,10 @@ def _pair_bias(
         allowed = allowed & (kv_idx <= q_idx + causal_offset)
     allowed = allowed[None, None]
     if mask is not None:
-        allowed = allowed & _gather_pairs(mask, q_idx, kv_idx)
+        allowed = allowed & pair_values(mask, q_idx, kv_idx)
     out = torch.where(allowed, 0.0, -math.inf).to(dtype)
     if bias is not None:
-        out = out + _gather_pairs(bias, q_idx, kv_idx).to(dtype)
+        out = out + pair_values(bias, q_idx, kv_idx).to(dtype)
     return out
 
 
@@ -128,19 +117,12 @@ def _unfold(t: Tensor, order: list[int], sizes: tuple[int, int, int]) -> Tensor:
     return t.permute(*inverse, 2, 3, 4)
 
 
-def _is_prefix(positions: Tensor, length: int) -> bool:
-    """True when slots hold positions 0 .. length-1 in order, then padding."""
-    head = positions[:length]
-    return bool((head == torch.arange(length, device=positions.device)).all())
-
-
-def _take_slots(t: Tensor, positions: Tensor) -> Tensor:
-    """``t[:, :, positions]`` (``(B, H, L, D)``), padding slots reading position 0."""
-    length = t.shape[2]
-    if _is_prefix(positions, length):  # the common layout: no gather, at most a pad
-        pad = positions.numel() - length
+def _take_slots(t: Tensor, layout: BlockLayout) -> Tensor:
+    """Queries ``(B, H, L, D)`` laid out in the layout's slots (padding reads query 0)."""
+    if layout.query_slots is None:  # the common layout: no gather, at most a pad
+        pad = layout.q_positions.numel() - t.shape[2]
         return F.pad(t, (0, 0, 0, pad)) if pad else t
-    return t.index_select(2, positions.clamp(min=0))
+    return t.index_select(2, layout.q_positions.clamp(min=0))
 
 
 def _blocks_attention(p: Problem, pattern: SparsePattern, layout: BlockLayout) -> Tensor:
@@ -159,7 +141,7 @@ def _blocks_attention(p: Problem, pattern: SparsePattern, layout: BlockLayout) -
     # but slows the kernel itself by more: measured, and left contiguous.)
     span = keys.shape[1]
     key_index = keys.clamp(min=0).flatten()
-    qg = _take_slots(p.q, layout.q_positions).view(b, h, n_blocks, size, -1)
+    qg = _take_slots(p.q, layout).view(b, h, n_blocks, size, -1)
     kg = p.k.index_select(2, key_index).view(b, h, n_blocks, span, -1)
     vg = p.v.index_select(2, key_index).view(b, h, n_blocks, span, -1)
     q4, k4, v4 = (_fold(t, order, len(depends)) for t in (qg, kg, vg))
@@ -202,15 +184,10 @@ def block_sparse_attention(
     """
     _, _, lq, lk = p.shape
     layout = pattern.layout(lq, lk, block_size, p.q.device)
-    mask_mod = pattern.mask_mod(lq, lk)
-    slots = _blocks_attention(p, pattern, layout)
-    if _is_prefix(layout.q_positions, lq):
-        out = slots[:, :, :lq]
-    else:
-        valid = layout.q_positions >= 0
-        slot_of_query = torch.empty(lq, dtype=torch.long, device=slots.device)
-        slot_of_query[layout.q_positions[valid]] = torch.nonzero(valid).flatten()
-        out = slots.index_select(2, slot_of_query)
-    if layout.dense_rows is not None and layout.dense_rows.numel() > 0:
-        out = out.index_copy(2, layout.dense_rows, _dense_rows(p, layout.dense_rows, mask_mod))
+    outputs = _blocks_attention(p, pattern, layout)
+    slots = layout.query_slots
+    out = outputs[:, :, :lq] if slots is None else outputs.index_select(2, slots)
+    rows = layout.dense_rows
+    if rows is not None and rows.numel() > 0:
+        out = out.index_copy(2, rows, _dense_rows(p, rows, pattern.mask_mod(lq, lk)))
     return out

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from attnlab.functional._problem import Problem
+from attnlab.functional._problem import Problem, pair_values
 from attnlab.masks.patterns import SparsePattern
 from attnlab.masks.predicates import MaskMod, causal_predicate
 
@@ -43,15 +43,6 @@ def _compiled_flex() -> Callable[..., Tensor]:
 
     # Eager flex_attention materialises the scores; compiled it is the fused kernel.
     return torch.compile(flex_attention, dynamic=False)
-
-
-def _lookup(t: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-    """``t[b, h, q, kv]`` for ``t`` broadcastable to ``(B, H, Lq, Lk)`` (size-1 dims read 0)."""
-    t4 = t.reshape((1,) * (4 - t.dim()) + tuple(t.shape))
-    index = [
-        i if size != 1 else torch.zeros_like(i) for i, size in zip((b, h, q_idx, kv_idx), t4.shape)
-    ]
-    return t4[index[0], index[1], index[2], index[3]]
 
 
 def _with_causality(mask_mod: MaskMod, offset: int | None) -> MaskMod:
@@ -98,7 +89,7 @@ def flex_attention_engine(p: Problem, pattern: SparsePattern) -> Tensor:
         base, user = _with_causality(pattern.mask_mod(lq, lk), p.causal_offset), p.mask
 
         def mask_mod(bi: Tensor, hi: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-            return base(bi, hi, q_idx, kv_idx) & _lookup(user, bi, hi, q_idx, kv_idx)
+            return base(bi, hi, q_idx, kv_idx) & pair_values(user, q_idx, kv_idx, bi, hi)
 
         block_mask = create_block_mask(mask_mod, b, h, lq, lk, device=p.q.device)
     score_mod = None
@@ -106,7 +97,7 @@ def flex_attention_engine(p: Problem, pattern: SparsePattern) -> Tensor:
         bias = p.bias
 
         def score_mod(score: Tensor, bi: Tensor, hi: Tensor, q_idx: Tensor, kv_idx: Tensor):
-            return score + _lookup(bias, bi, hi, q_idx, kv_idx).to(score.dtype)
+            return score + pair_values(bias, q_idx, kv_idx, bi, hi).to(score.dtype)
 
     return _compiled_flex()(
         p.q, p.k, p.v, score_mod=score_mod, block_mask=block_mask, scale=p.scale

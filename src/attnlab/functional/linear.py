@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnlab.functional._problem import check_qkv
+
 __all__ = [
     "DEFAULT_CHUNK",
     "EPS",
@@ -196,20 +198,7 @@ def _check(
     q: object, k: object, v: object, names: str, causal: bool, chunk_size: int, eps: float
 ) -> None:
     """One-line errors for the tensors and options of either public entry point."""
-    for name, t in zip(names.split(", "), (q, k, v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must be (B, H, L, D), got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
-    if not q.dtype == k.dtype == v.dtype:
-        raise TypeError(f"{names} must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"shapes do not match: {names} are {tuple(q.shape)}, {tuple(k.shape)}, "
-            f"{tuple(v.shape)}; expected (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, Dv)"
-        )
+    check_qkv(q, k, v, names=tuple(names.split(", ")), same_width=True)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     if not eps > 0:

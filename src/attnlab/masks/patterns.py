@@ -76,6 +76,13 @@ class BlockLayout:
         return self.kv_blocks.shape[1] * self.block_size + extra
 
     @functools.cached_property
+    def query_slots(self) -> Tensor | None:
+        """The slot of each query position, or None when slot ``i`` holds query ``i``."""
+        slots = slots_of(self.q_positions)
+        in_order = torch.equal(slots, torch.arange(slots.numel(), device=slots.device))
+        return None if in_order else slots
+
+    @functools.cached_property
     def key_positions(self) -> Tensor:
         """Position of every key each query block reads: ``(nq_blocks, span)``, -1 = none.
 
@@ -88,13 +95,23 @@ class BlockLayout:
         keys = table[self.kv_blocks].flatten(1)
         if self.extra_keys is None or self.extra_keys.numel() == 0:
             return keys
-        valid = self.kv_positions >= 0
-        slot_of = torch.full((int(self.kv_positions.max()) + 2,), -1, device=keys.device)
-        slot_of[self.kv_positions[valid]] = torch.nonzero(valid).flatten()
-        extra_block = slot_of[self.extra_keys].div(size, rounding_mode="floor")
+        extra_block = slots_of(self.kv_positions)[self.extra_keys].div(size, rounding_mode="floor")
         seen = (self.kv_blocks[:, :, None] == extra_block[None, None, :]).any(1)
         extra = torch.where(seen, -1, self.extra_keys.expand(keys.shape[0], -1))
         return torch.cat([keys, extra], 1)
+
+
+def slots_of(positions: Tensor) -> Tensor:
+    """The inverse of a slot layout: ``slots_of(p)[p[s]] == s`` for every non-padding slot.
+
+    Example:
+        >>> slots_of(torch.tensor([2, -1, 0, 1]))
+        tensor([2, 3, 0])
+    """
+    valid = positions >= 0
+    inverse = torch.full((int(valid.sum()),), -1, dtype=torch.long, device=positions.device)
+    inverse[positions[valid]] = torch.nonzero(valid).flatten()
+    return inverse
 
 
 def identity_slots(length: int, block_size: int, device: DeviceLike = None) -> Tensor:
