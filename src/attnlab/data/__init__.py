@@ -1,7 +1,8 @@
 """Datasets and text preprocessing for attnlab's experiments.
 
 - :mod:`attnlab.data.sources`: where files come from (data directory, cache,
-  verified download) and the errors raised when they cannot be had.
+  verified download, one member of a pinned package-index archive) and the errors
+  raised when they cannot be had.
 - :mod:`attnlab.data.sentiment`: the UCI and Rotten Tomatoes sentiment corpora,
   by name through :func:`load_sentiment`.
 - :mod:`attnlab.data.text`: tokenizer, :class:`Vocab` and stratified splits.
@@ -61,11 +62,12 @@ from attnlab.data.sentiment import (
 from attnlab.data.sources import (
     DataChecksumError,
     DataNotFoundError,
+    PackageFile,
     cache_dir,
     data_dir,
+    download_package_file,
     download_url,
     fetch_package_member,
-    pip_download,
     resolve,
     sha256_file,
 )
@@ -102,8 +104,9 @@ __all__ = [
     "load_movie_reviews",
     "split_sentences",
     "synthetic_documents",
+    "PackageFile",
+    "download_package_file",
     "fetch_package_member",
-    "pip_download",
     "AlignedBatch",
     "BOS_ID",
     "EOS_ID",

