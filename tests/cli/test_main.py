@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -170,6 +171,8 @@ def test_finished_run_is_not_overwritten_without_overwrite(tmp_path, capsys):
 def test_unfinished_run_needs_resume(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
+    manifest = {"experiment": "clitoy", "config": dataclasses.asdict(CliConfig())}
+    (out / "run.json").write_text(json.dumps(manifest))  # what marks an attnlab run
     (out / "checkpoints").mkdir()
     (out / "checkpoints" / "partial").write_text("x")
     assert main(["run", "clitoy", "--out", str(out)]) == 2

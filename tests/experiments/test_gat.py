@@ -84,9 +84,11 @@ def test_undirected_merges_directions_and_drops_self_loops():
 
 
 def test_bad_config_is_one_clear_line():
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="--models gcn is unknown; choose from gat, "):
         gat.GATConfig(models=("gcn",))
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="--runs must be at least 1, got 0"):
         gat.GATConfig(runs=0)
-    with pytest.raises(ValueError, match="dropout in"):
+    with pytest.raises(ValueError, match=r"--dropout must be in \[0, 1\), got 1.0"):
         gat.GATConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="--models is empty"):
+        gat.GATConfig(models=())

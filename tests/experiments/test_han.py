@@ -56,10 +56,14 @@ def test_bucket_batches_cover_every_document_once_and_replay():
 
 
 def test_bad_config_is_one_clear_line():
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="--models lstm is unknown"):
         han.HANConfig(models=("lstm",))
-    with pytest.raises(ValueError, match="documents at least 0"):
+    with pytest.raises(ValueError, match="--documents must be 0 or at least 20, got -1"):
         han.HANConfig(documents=-1)
+    # Fewer documents would leave a split without documents of some class, after training.
+    with pytest.raises(ValueError, match="--documents must be 0 or at least 20, got 19"):
+        han.HANConfig(documents=19)
+    assert han.HANConfig(documents=20).documents == 20
 
 
 def test_cli_flags_from_the_config(toy, tmp_path):

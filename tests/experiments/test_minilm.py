@@ -144,8 +144,18 @@ def test_schedule_warms_up_then_decays_and_survives_a_reload():
     assert again.param_groups[0]["lr"] == pytest.approx(4 / 8)
 
 
-def test_bad_config_is_one_line():
-    with pytest.raises(ValueError, match="at least 1"):
+def test_bad_config_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match="--seeds must be at least 1, got 0"):
         minilm.MiniLMConfig(seeds=0)
-    with pytest.raises(ValueError, match=r"warmup and dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"--warmup must be in \[0, 1\), got 1.0"):
         minilm.MiniLMConfig(warmup=1.0)
+    with pytest.raises(ValueError, match="--checkpoint .* is neither a folder nor one of all-"):
+        minilm.MiniLMConfig(checkpoint=str(tmp_path / "missing"))
+    assert minilm.MiniLMConfig(checkpoint=str(tmp_path)).checkpoint == str(tmp_path)
+
+
+def test_explained_stack_reads_the_checkpoint_config_and_refuses_a_probe(tiny_bert):
+    cfg = minilm.MiniLMConfig(checkpoint=str(tiny_bert))
+    assert cfg.explained_stack() == (1, 2)  # TINY's layers and heads, no weights loaded
+    with pytest.raises(ValueError, match="a probe run trains no encoder"):
+        minilm.MiniLMConfig(mode="probe", checkpoint=str(tiny_bert)).explained_stack()

@@ -57,8 +57,18 @@ def test_attention_model_learns_the_toy_task(toy, tmp_path):
 
 
 def test_unknown_model_is_one_clear_line():
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="--models gru is unknown; choose from lstm, "):
         sentiment.SentimentConfig(models=("gru",))
+
+
+def test_zero_examples_trains_and_draws_nothing(toy, tmp_path):
+    # --examples 0 used to train every model, then crash drawing an empty batch.
+    cfg = sentiment.SentimentConfig(
+        seeds=1, epochs=1, models=("lstm-attention",), embedding_dim=8, hidden_size=8, examples=0
+    )
+    out = run_experiment("sentiment", cfg, out=tmp_path / "run")
+    (entry,) = json.loads((out / "results.json").read_text())["results"]
+    assert "pictures" not in entry and not list(out.glob("attention_*"))
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 import attnlab.experiments.translate as translate
 from attnlab.data import ParallelCorpus
-from attnlab.experiments import RunDir, run_experiment
+from attnlab.experiments import RunDir, _translate_eval, run_experiment
 from attnlab.models import ATTENTIONS
 
 LEXICON = {
@@ -87,11 +89,29 @@ def test_resume_reuses_finished_models(toy, tmp_path, monkeypatch):
 
 
 def test_bad_config_says_what_is_valid():
-    with pytest.raises(ValueError, match="unknown attention 'luong-cosine'; choose one of none"):
+    with pytest.raises(ValueError, match="--attention luong-cosine is unknown; choose from none"):
         translate.TranslateConfig(attention="luong-cosine")
     with pytest.raises(ValueError, match="must differ"):
         translate.TranslateConfig(src="en", tgt="en")
     assert set(translate.TranslateConfig().variants) == set(ATTENTIONS)
+
+
+def test_explained_stack_is_the_transformer_encoder():
+    cfg = translate.TranslateConfig(model="transformer", transformer_layers=2, heads=8)
+    assert cfg.explained_stack() == (2, 8)
+    with pytest.raises(ValueError, match="only a Transformer run has self-attention"):
+        translate.TranslateConfig(attention="bahdanau").explained_stack()
+
+
+def test_no_more_alignments_are_drawn_than_the_test_split_holds(monkeypatch, tmp_path):
+    # More --examples than test sentences used to fail after training, indexing past the end.
+    drawn = []
+    monkeypatch.setattr(_translate_eval, "_word_alignment", lambda *a: (None, ["a"], ["b"]))
+    monkeypatch.setattr(_translate_eval, "plot_alignment", lambda *a, path, **k: drawn.append(path))
+    data = SimpleNamespace(tensors={"test_2016_flickr": (None, torch.ones(2), None, None)})
+    cfg = SimpleNamespace(examples=5, beam_size=1, src="de", tgt="en")
+    names = _translate_eval.draw_alignments(None, data, "x", cfg, tmp_path)
+    assert names == ["alignment-x-0.png", "alignment-x-1.png"] and len(drawn) == 2
 
 
 def test_long_sentences_are_truncated_with_a_warning(toy):

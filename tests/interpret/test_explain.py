@@ -55,3 +55,17 @@ def test_cross_attention_is_not_a_self_attention_trace():
         model, lambda: model.encode(src, lengths), ["a", "b", "c"], layers="encoder.*"
     )
     assert len(trace.attentions) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layers": [3]}, "layers index 3 is out of range for 3 layers"),
+        ({"heads": [0, -3]}, "heads index -3 is out of range for 2 heads"),
+        ({"max_tokens": 0}, "max_tokens must be at least 1, got 0"),
+    ],
+)
+def test_bad_selection_is_refused_before_anything_is_computed(kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        write_explanation(_trace(), tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()  # refused before the folder, rollout or flow

@@ -146,3 +146,56 @@ def test_warmup_ramps_the_learning_rate_and_resumes_its_count(tmp_path):
     assert res.steps == 4
     fit_budget(model, batches, max_epochs=2, warmup_steps=6, checkpoint_dir=tmp_path, **kwargs)
     assert seen[4:] == pytest.approx([0.1 * 5 / 6, 0.1, 0.1, 0.1])  # resumed at step 5
+
+
+# -- resuming refuses checkpoints of another run or with a garbled record -------------------
+def _budget_run(tmp_path, config, epochs=2):
+    model, step, validate, batches = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    kwargs = {"step": step, "validate": validate, "optimizer": opt, "budget_seconds": 60}
+    return fit_budget(
+        model,
+        batches,
+        max_epochs=epochs,
+        checkpoint_dir=tmp_path,
+        config=config,
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    from attnlab.train import CheckpointMismatchError
+
+    _budget_run(tmp_path, {"lr": 0.1, "variant": "a"})
+    assert len(_budget_run(tmp_path, {"lr": 0.1, "variant": "a"}, epochs=3).history) == 3
+    with pytest.raises(CheckpointMismatchError, match="'variant': 'a' vs 'b'") as info:
+        _budget_run(tmp_path, {"lr": 0.1, "variant": "b"}, epochs=4)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("stopped_by", "tired", "'stopped_by' is 'tired'"),
+        ("best_epoch", "abc", "'best_epoch' is 'abc', expected an integer"),
+        ("best_epoch", 7, "'best_epoch' is 7, expected an integer in"),
+        ("history", [], "epoch 2 with 0 epochs of history"),
+        ("history", "x", "'history' is 'x', expected a list"),
+        ("seconds", -1.0, "'seconds' is -1"),
+        ("steps", None, "'steps' is None"),
+    ],
+)
+def test_resume_names_a_garbled_budget_record(tmp_path, field, value, words):
+    import json
+
+    from attnlab.train import CheckpointDamagedError
+
+    _budget_run(tmp_path, {"lr": 0.1})
+    manifest = tmp_path / "last" / "checkpoint.json"
+    doc = json.loads(manifest.read_text())
+    doc["extra"]["result"][field] = value
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointDamagedError, match=words) as info:
+        _budget_run(tmp_path, {"lr": 0.1}, epochs=3)
+    assert str(manifest) in str(info.value) and "\n" not in str(info.value)

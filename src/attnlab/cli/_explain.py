@@ -2,24 +2,37 @@
 
 ``--model minilm`` (the default) is the pretrained all-MiniLM-L6-v2 encoder;
 ``--model RUN_DIR`` is a run of an experiment that can explain itself (its
-:class:`~attnlab.experiments.ExperimentSpec` has ``explain``): a ``translate --model
+:class:`~attnlab.experiments.ExperimentSpec` has ``explain``, and its Config an
+``explained_stack()`` giving the layer and head count): a ``translate --model
 transformer`` run (its encoder) or a ``minilm-sentiment`` run (seed 0's fine-tuned
 encoder).
+
+Every flag is checked before the model's weights load: ``--layers`` and ``--heads``
+against the layer and head count read from the model's ``config.json`` or the run's
+recorded Config.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from attnlab.bench.report import check_new_dir
+from attnlab.experiments import _checks as checks
 from attnlab.interpret.explain import AttentionTrace, trace_attention, write_explanation
+from attnlab.interpret.heads import select_heads
 
-__all__ = ["add_explain_parser", "explain_command", "minilm_trace"]
+__all__ = ["add_explain_parser", "explain_command", "minilm_trace", "read_run"]
+
+MIN_TOKENS = 2  # a picture needs the target token and one more
 
 
 def add_explain_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,10 +48,15 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
         default="minilm",
         help="minilm (pretrained all-MiniLM-L6-v2) or a run folder of an experiment",
     )
-    explain.add_argument("--layers", type=_indices, default=None, help="e.g. 0,5 (default all)")
+    explain.add_argument(
+        "--layers", type=_indices, default=None, help="e.g. 0,5 or -1 (default all)"
+    )
     explain.add_argument("--heads", type=_indices, default=None, help="e.g. 0,1,2 (default all)")
     explain.add_argument(
-        "--max-tokens", type=int, default=128, help="longer inputs are truncated in pictures"
+        "--max-tokens",
+        type=int,
+        default=128,
+        help=f"longer inputs are truncated in pictures (at least {MIN_TOKENS}; default 128)",
     )
     explain.add_argument("--no-flow", action="store_true", help="skip attention flow")
     explain.add_argument(
@@ -55,6 +73,16 @@ def _indices(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers like 0,2,5; got {text!r}"
         ) from None
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A model to explain, sized before its weights load."""
+
+    name: str
+    layers: int
+    heads: int
+    trace: Callable[[str], AttentionTrace]
 
 
 @torch.no_grad()
@@ -80,7 +108,34 @@ def minilm_trace(text: str, *, data_dir: str | None = None) -> AttentionTrace:
     )
 
 
-def _run_trace(folder: Path, text: str) -> AttentionTrace:
+def _minilm(data_dir: str | None) -> _Model:
+    from attnlab.data.pretrained import load_bert_config, locate_pretrained
+
+    config = load_bert_config(locate_pretrained("all-minilm-l6-v2", data_dir=data_dir))
+    return _Model(
+        "all-MiniLM-L6-v2",
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        lambda text: minilm_trace(text, data_dir=data_dir),
+    )
+
+
+def read_run(folder: Path, *, data_dir: str | None = None) -> tuple[Any, Any]:
+    """The experiment and the Config of a run folder, from its ``run.json``, checked.
+
+    Args:
+        folder: An ``attnlab run`` output folder.
+        data_dir: Replaces the recorded ``data_dir`` (the run may come from another machine).
+
+    Returns:
+        ``(spec, config)``.
+
+    Raises:
+        FileNotFoundError: ``folder`` has no ``run.json``.
+        ValueError: ``run.json`` is not JSON, lacks ``experiment`` or ``config``, names an
+            unknown experiment, or records a setting the Config refuses.
+        TypeError: A recorded setting of the wrong type.
+    """
     from attnlab.experiments import get_experiment
 
     record = folder / "run.json"
@@ -89,19 +144,61 @@ def _run_trace(folder: Path, text: str) -> AttentionTrace:
             f"{folder} is not a run folder (no run.json); pass --model minilm or the --out "
             "folder of an `attnlab run`"
         )
-    info = json.loads(record.read_text())
-    spec = get_experiment(info["experiment"])
+    try:
+        info = json.loads(record.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{record} is not valid JSON ({err}); restore it from the run") from None
+    if not isinstance(info, dict) or not isinstance(info.get("experiment"), str):
+        raise ValueError(f'{record} must be an object with an "experiment" name (a string)')
+    if "config" not in info:
+        raise ValueError(f'{record} lacks "config", the settings of the run')
+    try:
+        spec = get_experiment(info["experiment"])
+    except ValueError as err:
+        raise ValueError(f"{record}: {err}") from None
+    values = info["config"]
+    if isinstance(values, dict):
+        names = {f.name for f in dataclasses.fields(spec.config)}
+        # Explaining runs on the CPU, also for a run trained on a GPU machine.
+        overrides = {"device": "cpu", "data_dir": data_dir}
+        values |= {k: v for k, v in overrides.items() if k in names and v is not None}
+    return spec, checks.config_from_dict(spec.config, values, source=str(record))
+
+
+def _run(folder: Path, data_dir: str | None) -> _Model:
+    spec, config = read_run(folder, data_dir=data_dir)
     if spec.explain is None:
         raise ValueError(
             f"runs of {spec.name!r} cannot be explained yet; try a translate --model "
             "transformer run, a minilm-sentiment run, or --model minilm"
         )
-    return spec.explain(spec.config(**_config_values(spec.config, info["config"])), folder, text)
+    if not callable(getattr(config, "explained_stack", None)):
+        raise TypeError(
+            f"{spec.name!r} can explain runs but {spec.config.__name__} has no "
+            "explained_stack(); add one returning (layers, heads) of the stack it draws"
+        )
+    layers, heads = config.explained_stack()
+    return _Model(
+        f"{folder} ({spec.name})", layers, heads, lambda text: spec.explain(config, folder, text)
+    )
 
 
-def _config_values(config: type, values: dict) -> dict:
-    """run.json stores tuples as lists; the frozen config wants them back as tuples."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+def _check_picks(args: argparse.Namespace, model: _Model) -> None:
+    """``--layers`` and ``--heads`` against the model's size, before its weights load."""
+    axes = (("--layers", "layers", model.layers), ("--heads", "heads", model.heads))
+    for flag, what, count in axes:
+        picked = getattr(args, what)
+        one_axis = {"layers": [0], "heads": [0], what: picked}  # so the message names its flag
+        try:
+            select_heads(model.layers, model.heads, 0, **one_axis)
+        except ValueError:
+            spelled = ",".join(str(i) for i in picked) or "(no index)"
+            raise ValueError(
+                f"{flag} {spelled}: {model.name} has {count} {what}; use 0..{count - 1} "
+                f"(or -{count}..-1 from the end)"
+            ) from None
+    # Both together: the grid's panel limit.
+    select_heads(model.layers, model.heads, 0, layers=args.layers, heads=args.heads)
 
 
 def explain_command(args: argparse.Namespace) -> int:
@@ -109,12 +206,16 @@ def explain_command(args: argparse.Namespace) -> int:
     text = " ".join(args.text.split())
     if not text:
         raise ValueError('explain needs a sentence; got an empty one, e.g. "the film was great"')
+    checks.at_least(args, MIN_TOKENS, "max_tokens")
+    checks.folder(args, "data_dir")
     out = args.out or Path("runs/explain") / time.strftime("%Y%m%d-%H%M%S")
     check_new_dir(out)
     if args.model == "minilm":
-        trace = minilm_trace(text, data_dir=args.data_dir)
+        model = _minilm(args.data_dir)
     else:
-        trace = _run_trace(Path(args.model), text)
+        model = _run(Path(args.model), args.data_dir)
+    _check_picks(args, model)
+    trace = model.trace(text)
     summary = write_explanation(
         trace,
         out,

@@ -12,6 +12,7 @@ import attnlab.masks
 import attnlab.nn
 from attnlab.experiments import ExperimentSpec, available, config_fields, get_experiment
 from attnlab.experiments import run_experiment as _run_experiment
+from attnlab.train.checkpoint import CheckpointDamagedError
 
 __all__ = ["experiment_parser", "parse_config", "run_command", "list_command"]
 
@@ -123,6 +124,11 @@ def run_command(args: argparse.Namespace) -> int:
         path = _run_experiment(
             spec.name, config, out=flags.out, resume=flags.resume, overwrite=flags.overwrite
         )
+    except CheckpointDamagedError as err:
+        # Only a resumed run reads checkpoints; --overwrite is how a user trains it again.
+        raise CheckpointDamagedError(
+            f"{err} (to train again: the same command with --overwrite in place of --resume)"
+        ) from None
     except KeyboardInterrupt:
         hint = ""  # an interrupted overwrite is discarded, so there is nothing to resume
         if not flags.overwrite:

@@ -50,6 +50,7 @@ def fit_and_test(
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt = run.checkpoints / model_name / f"seed{seed}"
+    config = {"model": model_name, "seed": seed, **asdict(cfg)}
     start = time.perf_counter()
     result = fit(
         model,
@@ -63,10 +64,11 @@ def fit_and_test(
         resume=True,
         grad_clip=grad_clip,
         desc=f"{model_name} seed {seed}",
-        config={"model": model_name, "seed": seed, **asdict(cfg)},
+        config=config,
     )
-    # The best epoch's weights, also when this seed had finished before a --resume.
-    load_checkpoint(ckpt / "best", model=model)
+    # The best epoch's weights, also when this seed had finished before a --resume; a
+    # best/ that another run (another config) left there is refused, never mixed in.
+    load_checkpoint(ckpt / "best", model=model, config=config)
     accuracy = evaluate(model, test)["accuracy"]
     tqdm.write(
         f"{model_name} seed {seed}: test accuracy {100 * accuracy:.2f}% "

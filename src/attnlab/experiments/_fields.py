@@ -15,12 +15,12 @@ import re
 import shlex
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
-__all__ = ["FieldFlag", "config_fields", "command_line", "flag_tokens"]
+__all__ = ["FieldFlag", "config_fields", "command_line", "flag_name", "flag_tokens"]
 
 _SCALARS: tuple[type, ...] = (int, float, str, Path)
 NONE_WORD = "none"
@@ -113,8 +113,13 @@ def _scalar(tp: Any) -> tuple[Callable[[str], Any], tuple[Any, ...] | None] | No
     return None
 
 
+def flag_name(field: str) -> str:
+    """The option string of a Config field: ``learning_rate`` -> ``--learning-rate``."""
+    return "--" + field.replace("_", "-")
+
+
 def _describe(cls: type, f: dataclasses.Field, tp: Any, docs: dict[str, str]) -> FieldFlag:
-    flag = "--" + f.name.replace("_", "-")
+    flag = flag_name(f.name)
     if f.default is not dataclasses.MISSING:
         default = f.default
     elif f.default_factory is not dataclasses.MISSING:
@@ -217,12 +222,3 @@ def command_line(experiment: str, config: Any) -> str:
         if field.required or value != field.default:
             words += flag_tokens(field, value)
     return shlex.join(words)
-
-
-def check_models(
-    models: Sequence[str], allowed: Sequence[str], *, allow_empty: bool = True
-) -> None:
-    """One-line error for a Config's ``models`` naming something the experiment lacks."""
-    unknown = [m for m in models if m not in allowed]
-    if unknown or (not models and not allow_empty):
-        raise ValueError(f"unknown model(s) {unknown}; choose from {list(allowed)}")

@@ -1,4 +1,4 @@
-"""Scoring and pictures of the translation experiment (teacher-forced perplexity, alignments)."""
+"""Batches, scoring and pictures of the translation experiment (perplexity, alignments)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,31 @@ from attnlab.interpret.grid import AlignmentPanel, plot_alignment_grid
 from attnlab.interpret.subwords import merge_subword_alignment
 from attnlab.models.search import beam_search
 from attnlab.models.seq2seq import Seq2Seq
+
+
+def length_batches(
+    tensors: tuple[torch.Tensor, ...], batch_size: int, seed: int | None
+) -> list[tuple[torch.Tensor, ...]]:
+    """Batches of similar source length, trimmed to their longest row, in seeded order.
+
+    Returns ``(src, src_lengths, tgt_in, tgt_out)`` tuples; ``seed=None`` keeps the
+    corpus order (for evaluation).
+    """
+    src, src_len, tgt, tgt_len = tensors
+    order = torch.arange(len(src_len))
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        order = order[torch.randperm(len(order), generator=g)]
+        order = order[torch.sort(src_len[order], stable=True).indices]
+    chunks = list(torch.split(order, batch_size))
+    if seed is not None:
+        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=g).tolist()]
+    out = []
+    for idx in chunks:
+        s_len, t_len = src_len[idx], tgt_len[idx]
+        t = tgt[idx, : int(t_len.max())]
+        out.append((src[idx, : int(s_len.max())], s_len, t[:, :-1], t[:, 1:]))
+    return out
 
 
 @torch.no_grad()
@@ -59,7 +84,8 @@ def _word_alignment(model: Seq2Seq, data: Any, cfg: Any, index: int, beam: int) 
 def draw_alignments(model: Seq2Seq, data: Any, name: str, cfg: Any, out: Path) -> list[str]:
     """Alignment heatmaps (source words x target words) of the first test sentences."""
     pictures = []
-    for index in range(cfg.examples):
+    # Never more than the test split holds (Multi30k's has 1000; a toy split fewer).
+    for index in range(min(cfg.examples, len(data.tensors["test_2016_flickr"][1]))):
         weights, source, target = _word_alignment(model, data, cfg, index, cfg.beam_size)
         path = out / f"alignment-{name}-{index}.png"
         plot_alignment(

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from attnlab.data.planetoid import PlanetoidGraph, load_planetoid
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
-from attnlab.experiments._fields import check_models
+from attnlab.experiments import _checks as checks
 from attnlab.interpret.graph import plot_graph_attention
 from attnlab.models.gat import GAT, GAT_KINDS
 from attnlab.train import seed_everything
@@ -72,7 +72,7 @@ class GATConfig:
         epochs: maximum epochs per run.
         patience: epochs without improvement of validation loss or accuracy.
         picture: draw the t-SNE + attention picture for the seed-0 gat model.
-        device: cpu or cuda.
+        device: cpu, cuda or cuda:N.
         data_dir: folder with planetoid/ (default: $ATTNLAB_DATA_DIR, then the cache).
     """
 
@@ -92,14 +92,14 @@ class GATConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        check_models(self.models, MODELS, allow_empty=False)
-        if min(self.runs, self.epochs, self.patience, self.hidden, self.heads) < 1:
-            raise ValueError("runs, epochs, patience, hidden and heads must be at least 1")
-        if self.output_heads < 1 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(
-                f"output_heads must be >= 1 and dropout in [0, 1), got {self.output_heads}, "
-                f"{self.dropout}"
-            )
+        checks.field_types(self)
+        checks.names(self, "models", MODELS)
+        checks.at_least(self, 1, "runs", "hidden", "heads", "output_heads", "epochs", "patience")
+        checks.at_least(self, 0, "weight_decay")
+        checks.fraction(self, "dropout")
+        checks.positive(self, "lr")
+        checks.device(self, auto=False)
+        checks.folder(self, "data_dir")
 
 
 def _evaluate(model: GAT, g: PlanetoidGraph, mask: Tensor) -> tuple[float, float]:

@@ -36,8 +36,8 @@ from attnlab.data.documents import (
 )
 from attnlab.data.text import Vocab, split_indices
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments import _checks as checks
 from attnlab.experiments._classify import fit_and_test
-from attnlab.experiments._fields import check_models
 from attnlab.interpret.documents import DocumentAttentionExample, write_document_html
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.train import make_generator, seed_everything
@@ -57,7 +57,8 @@ class HANConfig:
         models: han (hierarchical attention), flat-attention (bi-GRU + word attention
             over the whole document), no-attention (bi-GRU, final states).
         documents: documents used, a class-balanced sample drawn with split_seed
-            (0: all); the budget knob for quick runs.
+            (0: all; else at least 20, so every split gets some); the budget knob for
+            quick runs.
         embedding_dim: word embedding size (paper: 200).
         hidden_size: recurrent state size per direction, all models (paper: 50).
         attention_size: tanh layer size of the attentions (paper: 100).
@@ -73,9 +74,9 @@ class HANConfig:
         max_sentences: sentences kept per document (the rest is cut).
         max_words: tokens kept per sentence.
         min_freq: words seen fewer times in training become <unk>.
-        max_vocab: largest vocabulary, <pad> and <unk> included.
+        max_vocab: largest vocabulary, <pad> and <unk> included (at least 3).
         split_seed: seed of the 70/10/20 stratified split (and of the sample).
-        examples: test documents drawn on the HAN attention page.
+        examples: test documents drawn on the HAN attention page (0: none).
         data_dir: folder with the datasets (default: $ATTNLAB_DATA_DIR, then the cache).
     """
 
@@ -102,12 +103,17 @@ class HANConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        check_models(self.models, MODELS)
-        if self.seeds < 1 or self.epochs < 1 or self.documents < 0:
-            raise ValueError(
-                "seeds and epochs must be at least 1 and documents at least 0, got "
-                f"{self.seeds}, {self.epochs}, {self.documents}"
-            )
+        checks.field_types(self)
+        checks.names(self, "models", MODELS)
+        checks.at_least(self, 1, "seeds", "embedding_dim", "hidden_size", "attention_size")
+        checks.at_least(self, 1, "epochs", "patience", "batch_size", "min_freq")
+        checks.at_least(self, 1, "max_sentences", "max_words")
+        checks.at_least(self, 3, "max_vocab")  # <pad>, <unk> and a word
+        checks.at_least(self, 20, "documents", or_zero=True)
+        checks.at_least(self, 0, "weight_decay", "split_seed", "examples")
+        checks.fraction(self, "dropout")
+        checks.positive(self, "lr")
+        checks.folder(self, "data_dir")
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from attnlab.data import SentimentCorpus, load_sentiment, split_indices
+from attnlab.data import SentimentCorpus, load_sentiment, pretrained, split_indices
 from attnlab.data.pretrained import WordPieceTokenizer, load_tokenizer, locate_pretrained
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments import _checks as checks
 from attnlab.experiments._classify import fit_and_test
 from attnlab.experiments._report import summarise
 from attnlab.interpret import TextAttentionExample, plot_token_weights, write_highlight_html
@@ -64,13 +65,13 @@ class MiniLMConfig:
         weight_decay: AdamW decoupled weight decay (not on biases and LayerNorms).
         warmup: fraction of the training steps with a linearly rising learning rate.
         dropout: dropout in the encoder and on the pooled vector.
-        max_len: word pieces kept per sentence, [CLS] and [SEP] included.
+        max_len: word pieces kept per sentence, [CLS] and [SEP] included (3..512).
         monitor: validation metric that picks the best epoch.
         split_seed: seed of the 80/10/10 stratified split.
-        examples: test sentences whose attention pooling is drawn (seed 0).
+        examples: test sentences whose attention pooling is drawn (seed 0; 0: none).
         baseline: results.json of the sentiment experiment to compare with ("" = the
             committed docs/results file of the dataset, "none" = no comparison).
-        device: cpu, cuda or auto.
+        device: cpu, cuda, cuda:N or auto.
         data_dir: folder with the datasets (default: $ATTNLAB_DATA_DIR, then the cache).
     """
 
@@ -95,12 +96,30 @@ class MiniLMConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        if min(self.seeds, self.epochs, self.probe_epochs, self.batch_size) < 1:
-            raise ValueError("seeds, epochs, probe_epochs and batch_size must be at least 1")
-        if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.dropout < 1.0:
+        checks.field_types(self)
+        known = pretrained.PRETRAINED
+        if self.checkpoint not in known and not Path(self.checkpoint).expanduser().is_dir():
             raise ValueError(
-                f"warmup and dropout must be in [0, 1), got {self.warmup}, {self.dropout}"
+                f"--checkpoint {self.checkpoint} is neither a folder nor one of {', '.join(known)}"
             )
+        checks.at_least(self, 1, "seeds", "epochs", "probe_epochs", "batch_size")
+        checks.at_least(self, 0, "weight_decay", "split_seed", "examples")
+        checks.positive(self, "lr", "head_lr")
+        checks.fraction(self, "warmup", "dropout")
+        checks.between(self, "max_len", 3, pretrained.MAX_TOKENS)  # [CLS], a piece, [SEP]
+        checks.device(self, auto=True)
+        checks.folder(self, "data_dir")
+
+    def explained_stack(self) -> tuple[int, int]:
+        """(layers, heads) ``attnlab explain --model RUN`` draws; ValueError for a probe run."""
+        if self.mode != "finetune":
+            raise ValueError(
+                "a probe run trains no encoder of its own; explain the pretrained one with "
+                "--model minilm"
+            )
+        folder = locate_pretrained(self.checkpoint, data_dir=self.data_dir or None)
+        bert = pretrained.load_bert_config(folder)
+        return bert.num_hidden_layers, bert.num_attention_heads
 
 
 class LengthBatches(Sampler[list[int]]):
@@ -286,11 +305,12 @@ def _drop_weights(folder: Path, *, keep_best: bool) -> None:
 
 def explain(cfg: MiniLMConfig, folder: Path, text: str) -> AttentionTrace:
     """Seed 0's fine-tuned encoder: its self-attention over one sentence."""
+    cfg.explained_stack()  # refuses a probe run
     best = folder / "checkpoints" / f"minilm-attention-{cfg.mode}" / "seed0" / "best"
-    if cfg.mode != "finetune" or not best.is_dir():
+    if not best.is_dir():
         raise FileNotFoundError(
-            f"{folder} holds no fine-tuned encoder ({best} is missing; a probe run trains "
-            "none); explain the pretrained one with --model minilm"
+            f"{folder} holds no fine-tuned encoder ({best} is missing); explain the "
+            "pretrained one with --model minilm"
         )
     source = locate_pretrained(cfg.checkpoint, data_dir=cfg.data_dir or None)
     classes = len(load_sentiment(cfg.dataset, data_dir=cfg.data_dir or None).classes)

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data import SentimentCorpus, Vocab, load_sentiment, split_indices
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments import _checks as checks
 from attnlab.experiments._classify import fit_and_test
-from attnlab.experiments._fields import check_models
 from attnlab.interpret import TextAttentionExample, plot_token_weights, write_highlight_html
 from attnlab.models import TextClassifier
 from attnlab.train import make_generator, seed_everything
@@ -60,7 +60,7 @@ class SentimentConfig:
         max_len: tokens kept per sentence.
         min_freq: words seen fewer times in training become <unk>.
         split_seed: seed of the 80/10/10 stratified split.
-        examples: test sentences drawn for each attention model.
+        examples: test sentences drawn for each attention model (0: none).
         data_dir: folder with the datasets (default: $ATTNLAB_DATA_DIR, then the cache).
     """
 
@@ -86,11 +86,14 @@ class SentimentConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        check_models(self.models, MODELS)
-        if self.seeds < 1 or self.epochs < 1:
-            raise ValueError(
-                f"seeds and epochs must be at least 1, got {self.seeds}, {self.epochs}"
-            )
+        checks.field_types(self)
+        checks.names(self, "models", tuple(MODELS))
+        checks.at_least(self, 1, "seeds", "embedding_dim", "hidden_size", "attention_hidden")
+        checks.at_least(self, 1, "epochs", "patience", "batch_size", "max_len", "min_freq")
+        checks.at_least(self, 0, "weight_decay", "split_seed", "examples")
+        checks.fraction(self, "dropout", "word_dropout")
+        checks.positive(self, "lr")
+        checks.folder(self, "data_dir")
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ def run(cfg: SentimentConfig, run_dir: RunDir) -> list[ModelResult]:
             accuracies.append(acc)
             seconds.append(secs)
             parameters = sum(p.numel() for p in model.parameters())
-            if seed == 0 and MODELS[name] != "last":
+            if seed == 0 and MODELS[name] != "last" and cfg.examples:
                 pictures = _draw(cfg, data, model, name, run_dir.path)
         results.append(
             ModelResult(

@@ -14,6 +14,7 @@ at the same budget and adds one picture with all their alignments of one sentenc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -27,7 +28,13 @@ from attnlab.data.bleu import bleu_signature, corpus_bleu
 from attnlab.data.subword import SubwordTokenizer
 from attnlab.data.translation import ParallelCorpus, load_multi30k
 from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
-from attnlab.experiments._translate_eval import draw_alignments, draw_comparison, perplexity
+from attnlab.experiments import _checks as checks
+from attnlab.experiments._translate_eval import (
+    draw_alignments,
+    draw_comparison,
+    length_batches,
+    perplexity,
+)
 from attnlab.interpret.explain import AttentionTrace, trace_attention
 from attnlab.models.search import beam_search
 from attnlab.models.seq2seq import ATTENTIONS, Seq2Seq
@@ -57,9 +64,9 @@ class TranslateConfig:
         patience: epochs without validation improvement before stopping.
         rnn: gru or lstm.
         embedding_dim: token embedding size.
-        hidden_size: decoder state size (encoder: half per direction).
+        hidden_size: decoder state size, even (encoder: half per direction).
         layers: RNN layers.
-        d_model: Transformer width.
+        d_model: Transformer width, a multiple of heads (of 2 x heads with rotary positions).
         heads: Transformer attention heads.
         ff_dim: Transformer feed-forward size.
         transformer_layers: Transformer encoder and decoder layers (each).
@@ -78,7 +85,7 @@ class TranslateConfig:
         label_smoothing: label smoothing of the training loss.
         beam_size: beam of the reported BLEU (greedy is reported beside it).
         length_penalty: alpha of the beam's length normalisation score / len^alpha.
-        examples: test sentences drawn as alignment heatmaps per model.
+        examples: test sentences drawn as alignment heatmaps per model (0: none).
         train_limit: use only the first N training pairs (0 = all), for quick runs.
         seed: seed of initialisation and batch order.
         data_dir: folder with multi30k/ (default: $ATTNLAB_DATA_DIR, then the cache).
@@ -120,19 +127,40 @@ class TranslateConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        if self.attention not in ATTENTIONS:
-            raise ValueError(
-                f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTIONS)}"
-            )
-        for name in self.variants:
-            if name not in MODELS:
-                raise ValueError(f"unknown variant {name!r}; choose among {', '.join(MODELS)}")
+        checks.field_types(self)
+        checks.names(self, "attention", ATTENTIONS)
+        checks.names(self, "variants", MODELS)
         if self.src == self.tgt:
             raise ValueError(f"--src and --tgt must differ; both are {self.src!r}")
-        if not self.budget_minutes > 0 or self.max_epochs < 1 or self.batch_size < 1:
-            raise ValueError("budget_minutes, max_epochs and batch_size must be positive")
-        if self.max_len < 3:
-            raise ValueError(f"max_len must be >= 3 (BOS, a word, EOS); got {self.max_len}")
+        checks.positive(self, "budget_minutes", "lr")
+        checks.at_least(self, 1, "max_epochs", "patience", "embedding_dim", "layers", "d_model")
+        checks.at_least(self, 1, "heads", "ff_dim", "transformer_layers", "batch_size", "beam_size")
+        checks.at_least(self, 0, "warmup_steps", "length_penalty", "examples", "train_limit")
+        checks.at_least(self, 0, "seed")
+        checks.at_least(self, 2, "hidden_size")
+        checks.at_least(self, 5, "vocab_size")  # SentencePiece's 4 specials and a piece
+        checks.at_least(self, 3, "max_len")  # BOS, a word, EOS
+        checks.at_least(self, 1 if "local-p" in self.models else 0, "half_width")
+        checks.fraction(self, "dropout", "label_smoothing")
+        checks.multiple_of(self, "hidden_size", 2, "half per encoder direction")
+        checks.multiple_of(self, "d_model", self.heads, "--heads")
+        if self.positions != "learned":  # sin/cos pairs per model width; rotated pairs per head
+            step = 2 * self.heads if self.positions == "rotary" else 2
+            checks.multiple_of(self, "d_model", step, f"{self.positions} positions")
+        checks.folder(self, "data_dir")
+
+    def explained_stack(self) -> tuple[int, int]:
+        """(layers, heads) that ``attnlab explain --model RUN`` draws: the Transformer encoder's.
+
+        Raises:
+            ValueError: If this run trained no Transformer.
+        """
+        if TRANSFORMER not in self.models:
+            raise ValueError(
+                f"this translate run trained {', '.join(self.models)}: only a Transformer run "
+                "has self-attention layers to explain (attnlab run translate --model transformer)"
+            )
+        return self.transformer_layers, self.heads
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -179,31 +207,6 @@ def prepare(cfg: TranslateConfig) -> Data:
         tgt, tgt_len = tgt_tok.encode(corpus.tgt, cfg.max_len, bos=True, eos=True)
         tensors[split] = (src, src_len, tgt, tgt_len)
     return Data(corpora, src_tok, tgt_tok, tensors)
-
-
-def length_batches(
-    tensors: tuple[torch.Tensor, ...], batch_size: int, seed: int | None
-) -> list[tuple[torch.Tensor, ...]]:
-    """Batches of similar source length, trimmed to their longest row, in seeded order.
-
-    Returns ``(src, src_lengths, tgt_in, tgt_out)`` tuples; ``seed=None`` keeps the
-    corpus order (for evaluation).
-    """
-    src, src_len, tgt, tgt_len = tensors
-    order = torch.arange(len(src_len))
-    if seed is not None:
-        g = torch.Generator().manual_seed(seed)
-        order = order[torch.randperm(len(order), generator=g)]
-        order = order[torch.sort(src_len[order], stable=True).indices]
-    chunks = list(torch.split(order, batch_size))
-    if seed is not None:
-        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=g).tolist()]
-    out = []
-    for idx in chunks:
-        s_len, t_len = src_len[idx], tgt_len[idx]
-        t = tgt[idx, : int(t_len.max())]
-        out.append((src[idx, : int(s_len.max())], s_len, t[:, :-1], t[:, 1:]))
-    return out
 
 
 def build(cfg: TranslateConfig, attention: str, data: Data) -> Translator:
@@ -265,9 +268,10 @@ def train_one(cfg: TranslateConfig, data: Data, name: str, run: RunDir) -> tuple
     seed_everything(cfg.seed)
     model = build(cfg, name, data)
     folder = run.checkpoints / name
+    config = {"variant": name, **dataclasses.asdict(cfg)}
     done = folder / "result.json"
     if done.is_file():  # finished before an interruption: reuse, do not retrain
-        load_checkpoint(folder / "best", model=model)
+        load_checkpoint(folder / "best", model=model, config=config)
         return model, json.loads(done.read_text())
     val_batches = length_batches(data.tensors["val"], 100, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -282,6 +286,7 @@ def train_one(cfg: TranslateConfig, data: Data, name: str, run: RunDir) -> tuple
         patience=cfg.patience,
         warmup_steps=cfg.warmup_steps,
         checkpoint_dir=folder,
+        config=config,
         desc=name,
     )
     refs = data.corpora["test_2016_flickr"].tgt
@@ -375,11 +380,7 @@ def report(cfg: TranslateConfig, results: list[ModelResult], run_dir: RunDir) ->
 
 def explain(cfg: TranslateConfig, folder: Path, text: str) -> AttentionTrace:
     """The trained Transformer encoder's self-attention over one source sentence."""
-    if TRANSFORMER not in cfg.models:
-        raise ValueError(
-            f"{folder} trained {', '.join(cfg.models)}: only a Transformer run has "
-            "self-attention layers to explain (attnlab run translate --model transformer)"
-        )
+    cfg.explained_stack()  # refuses a run without a Transformer
     checkpoint = folder / "checkpoints" / TRANSFORMER / "best"
     data = prepare(cfg)
     model = build(cfg, TRANSFORMER, data)

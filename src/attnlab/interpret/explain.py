@@ -25,7 +25,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from attnlab.interpret.capture import capture
-from attnlab.interpret.heads import plot_head_grid, plot_token_attribution
+from attnlab.interpret.heads import plot_head_grid, plot_token_attribution, select_heads
 from attnlab.interpret.hover import write_attention_html
 from attnlab.interpret.rollout import attention_flow, attention_rollout
 
@@ -111,12 +111,19 @@ def write_explanation(
 
     Returns:
         The summary also written to ``explain.json``: file names, timings, rows.
+
+    Raises:
+        ValueError: A target, layer or head index out of range, too many panels, or
+            ``max_tokens < 1``; raised before anything is computed or written.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tokens, maps = trace.tokens, trace.attentions
     if not 0 <= target < len(tokens):
         raise ValueError(f"target must index one of the {len(tokens)} tokens, got {target}")
+    # Checked here, not only when drawing: flow can take a minute before the grid is drawn.
+    n_layers, n_heads = len(maps), int(maps[0].shape[0])
+    select_heads(n_layers, n_heads, len(tokens), layers=layers, heads=heads, max_tokens=max_tokens)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     title = f"{trace.description}: " if trace.description else ""
     started = time.perf_counter()
     rollout = attention_rollout(maps)
@@ -132,8 +139,8 @@ def write_explanation(
     summary: dict[str, Any] = {
         "description": trace.description,
         "tokens": tokens,
-        "layers": len(maps),
-        "heads": int(maps[0].shape[0]),
+        "layers": n_layers,
+        "heads": n_heads,
         "target": target,
         "rollout": [round(float(v), 5) for v in rollout[target]],
         "rollout_seconds": rollout_seconds,

@@ -9,6 +9,7 @@
 - `seed_everything` and friends make runs reproducible.
 """
 
+from attnlab.train._integrity import CheckpointDamagedError
 from attnlab.train.checkpoint import (
     CheckpointInfo,
     CheckpointMismatchError,
@@ -25,6 +26,7 @@ from attnlab.train.seeding import (
 )
 
 __all__ = [
+    "CheckpointDamagedError",
     "CheckpointInfo",
     "CheckpointMismatchError",
     "FitResult",

@@ -23,7 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnlab.train.checkpoint import read_checkpoint, save_checkpoint, to_json, unwrap_model
+from attnlab.train._integrity import damaged, plain, require
+from attnlab.train._storage import MANIFEST
+from attnlab.train.checkpoint import (
+    CheckpointInfo,
+    apply_checkpoint,
+    check_config,
+    read_checkpoint,
+    save_checkpoint,
+    unwrap_model,
+)
 from attnlab.train.seeding import capture_rng_state, restore_rng_state
 
 FIT_KIND = "attnlab.train.fit"
@@ -41,26 +50,6 @@ def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     state = unwrap_model(model).state_dict()
     return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
-
-
-def normalize_config(config: Any) -> dict[str, Any]:
-    """Turn a dict or dataclass config into the JSON form a checkpoint stores.
-
-    Args:
-        config: None, a mapping, or a dataclass instance.
-
-    Returns:
-        A plain dict that compares equal to itself after a JSON round trip.
-    """
-    if config is None:
-        return {}
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = dataclasses.asdict(config)
-    if not isinstance(config, Mapping):
-        raise TypeError(
-            f"config must be a dict or a dataclass instance; got {type(config).__name__}"
-        )
-    return to_json(dict(config), "config")
 
 
 def loader_generators(loader: Any, prefix: str) -> dict[str, torch.Generator]:
@@ -105,6 +94,7 @@ class FitState:
     seconds: float = 0.0
     best_state: dict[str, torch.Tensor] | None = None
     rng: dict[str, Any] | None = None  # RNG snapshot of a resumed run, until restored
+    rng_file: Path | None = None  # where that snapshot came from, for the message
 
     def update(self, record: dict[str, float], model: nn.Module) -> bool:
         """Record a finished epoch; keep a copy of the weights if it is the best so far.
@@ -199,11 +189,37 @@ def _save_best(
     )
 
 
-def _config_difference(saved: dict[str, Any], given: dict[str, Any]) -> str:
-    key = next(k for k in sorted(set(saved) | set(given)) if saved.get(k) != given.get(k))
-    saved_text = repr(saved[key]) if key in saved else "missing"
-    given_text = repr(given[key]) if key in given else "missing"
-    return f"{key!r}: {saved_text} vs {given_text}"
+def _check_fit(path: Path, info: CheckpointInfo, monitor: str) -> None:
+    """Insist on every field fit wrote into `last/`, so a tampered one fails with its name."""
+    extra = info.extra
+    epochs = require(path, require(path, extra, "settings", "an object"), "epochs", "an integer")
+    require(path, {"epoch": info.epoch}, "epoch", "an integer", low=1, high=max(epochs, 1))
+    if len(info.history) != info.epoch:
+        raise damaged(
+            path, f"'history' holds {len(info.history)} epoch(s), but 'epoch' is {info.epoch}"
+        )
+    for number, record in enumerate(info.history, 1):
+        if record.get("epoch") != number:
+            got = record.get("epoch")
+            raise damaged(path, f"'history' entry {number} is for epoch {got!r}, not {number}")
+        require(path, record, f"val_{monitor}", "a number")
+    require(path, extra, "best_epoch", "an integer", low=1, high=info.epoch)
+    require(path, extra, "best_value", "a number", nullable=True)
+    require(path, extra, "bad_epochs", "an integer", low=0, high=info.epoch)
+    require(path, extra, "seconds", "a number", low=0)
+    require(path, require(path, extra, "rng", "an object"), "generators", "an object")
+
+
+def _read_best(directory: Path, model: nn.Module, info: CheckpointInfo) -> Any:
+    """The weights in `best/` if it holds the best epoch `last/` records, else None."""
+    best = plain(directory / BEST)
+    try:
+        best_info, best_state, _ = read_checkpoint(best, model=model)
+    except FileNotFoundError:
+        return None
+    hint = "it belongs to another run, so choose another checkpoint_dir"
+    check_config(best, best_info.config, info.config, hint)
+    return best_state if best_info.epoch == info.extra["best_epoch"] else None
 
 
 def resume_fit(
@@ -221,47 +237,45 @@ def resume_fit(
         model: The model being trained.
         optimizer: Its optimizer.
         monitor: The monitored metric; must match the checkpoint's.
-        config: The run's JSON config; if not empty it must match the checkpoint's.
+        config: The run's JSON config; if not empty it must match the checkpoint's, and
+            `best/` must always match `last/`.
 
     Returns:
         The progress as of the last finished epoch, with the best weights in memory.
 
     Raises:
         ValueError: If the checkpoint belongs to a different kind of run.
+        CheckpointMismatchError: If it was trained with another config or model.
+        CheckpointDamagedError: If a file or field of it is damaged.
     """
-    last = directory / LAST
+    last = plain(directory / LAST)
     info, model_state, optimizer_state = read_checkpoint(last, model=model, optimizer=optimizer)
     extra = info.extra
     if extra.get("kind") != FIT_KIND:
         raise ValueError(
             f"checkpoint at {last} was not written by fit; choose another checkpoint_dir"
         )
-    if extra["monitor"] != monitor:
+    saved_monitor = require(last / MANIFEST, extra, "monitor", "a string")
+    if saved_monitor != monitor:
         raise ValueError(
-            f"checkpoint at {last} was trained with monitor={extra['monitor']!r}, not {monitor!r}; "
+            f"checkpoint at {last} was trained with monitor={saved_monitor!r}, not {monitor!r}; "
             "resume with the same monitor or choose another checkpoint_dir"
         )
-    if config and config != info.config:
-        raise ValueError(
-            f"checkpoint at {last} was trained with a different config "
-            f"({_config_difference(info.config, config)}); "
-            "pass the same config or choose another checkpoint_dir"
-        )
+    if config:
+        hint = "pass the same config or choose another checkpoint_dir"
+        check_config(last, info.config, config, hint)
+    _check_fit(last / MANIFEST, info, monitor)
     best_epoch = extra["best_epoch"]
-    try:
-        best_info, best_state, _ = read_checkpoint(directory / BEST, model=model)
-        best_on_disk = best_info.epoch == best_epoch
-    except FileNotFoundError:
-        best_on_disk = False
+    best_state = _read_best(directory, model, info)
+    best_on_disk = best_state is not None
     if best_epoch == info.epoch:
         best_state = model_state  # last/ is the best epoch itself
     elif not best_on_disk:
-        raise ValueError(
-            f"{directory / BEST} does not hold epoch {best_epoch}, the best one recorded in "
-            f"{last}, so the directory was modified; choose another checkpoint_dir"
+        raise damaged(
+            directory / BEST,
+            f"does not hold epoch {best_epoch}, the best one recorded in {last}",
         )
-    unwrap_model(model).load_state_dict(model_state)
-    optimizer.load_state_dict(optimizer_state)
+    apply_checkpoint(last, model, model_state, optimizer, optimizer_state)
     state = FitState(
         monitor=monitor,
         history=info.history,
@@ -273,7 +287,7 @@ def resume_fit(
     )
     if not best_on_disk:  # the run was cut between writing last/ and best/
         _save_best(directory, model=model, state=state, config=info.config)
-    state.rng = extra["rng"]
+    state.rng, state.rng_file = extra["rng"], last / MANIFEST
     return state
 
 
@@ -293,4 +307,8 @@ def restore_rng(state: FitState, generators: Mapping[str, torch.Generator]) -> N
             "shuffling will not continue exactly as in an uninterrupted run",
             stacklevel=3,
         )
-    restore_rng_state(state.rng, {n: g for n, g in generators.items() if n in saved})
+    try:
+        restore_rng_state(state.rng, {n: g for n, g in generators.items() if n in saved})
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        where = state.rng_file or Path(LAST)
+        raise damaged(where, f"its RNG state does not load ({err})") from None

@@ -20,7 +20,12 @@ from typing import Any
 
 import torch
 
+# The files of a checkpoint directory, and the manifest's format tag and version.
 MANIFEST = "checkpoint.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+FORMAT = "attnlab-checkpoint"
+VERSION = 1
 
 # Markers for JSON values that JSON itself cannot express; chosen so they cannot
 # collide with real state keys (which never start with a double underscore).

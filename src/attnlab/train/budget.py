@@ -22,10 +22,21 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attnlab.train._fitstate import copy_state
-from attnlab.train._storage import has_checkpoint
-from attnlab.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from attnlab.train._integrity import damaged, require
+from attnlab.train._storage import MANIFEST, has_checkpoint
+from attnlab.train.checkpoint import (
+    CheckpointInfo,
+    check_config,
+    load_checkpoint,
+    normalize_config,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 __all__ = ["BudgetResult", "fit_budget"]
+
+_RESTART = "resume with the flags this run was started with, or start it afresh"
+_STOPS = ("budget", "epochs", "patience")
 
 StepFn = Callable[[Any], tuple[Tensor, Tensor, Tensor]]  # batch -> (loss, summed nll, tokens)
 
@@ -65,6 +76,7 @@ def fit_budget(
     decay: float = 0.5,
     warmup_steps: int = 0,
     checkpoint_dir: str | Path | None = None,
+    config: Any = None,
     progress: bool = True,
     desc: str = "",
 ) -> BudgetResult:
@@ -88,6 +100,8 @@ def fit_budget(
             ``lr`` over the first optimizer steps (Transformers train badly without).
         checkpoint_dir: where ``last/`` and ``best/`` go after every epoch; an existing
             ``last/`` is resumed (elapsed time included).
+        config: the run's config (dict or dataclass), saved with the checkpoints; a
+            checkpoint saved with another config is refused on resume, never mixed in.
         progress: show a tqdm bar per epoch.
         desc: bar label.
 
@@ -99,14 +113,16 @@ def fit_budget(
             f"budget_seconds must be > 0 and max_epochs >= 1; got {budget_seconds}, {max_epochs}"
         )
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    config = normalize_config(config)
     result = BudgetResult(best_epoch=0, best_metric=math.inf)
     best_state = None
     if directory is not None and has_checkpoint(directory / "last"):
-        info = load_checkpoint(directory / "last", model=model, optimizer=optimizer)
-        result = BudgetResult(**info.extra["result"])
+        info = load_checkpoint(directory / "last", model=model, optimizer=optimizer, config=config)
+        result = _recorded_result(directory / "last", info, max_epochs)
         best_state = copy_state(model)
         if has_checkpoint(directory / "best"):
-            _, best_state, _ = read_checkpoint(directory / "best", model=model)
+            best, best_state, _ = read_checkpoint(directory / "best", model=model)
+            check_config(directory / "best", best.config, config, _RESTART)
     started = time.perf_counter() - result.seconds
     deadline = started + budget_seconds
     bad = sum(1 for r in result.history if r["epoch"] > result.best_epoch)
@@ -148,10 +164,33 @@ def fit_budget(
         if out_of_time or time.perf_counter() >= deadline:
             result.stopped_by = "budget"
         if directory is not None:
-            _save(directory, model, optimizer, result, improved=result.best_epoch == epoch)
+            _save(directory, model, optimizer, result, config, improved=result.best_epoch == epoch)
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _recorded_result(directory: Path, info: CheckpointInfo, max_epochs: int) -> BudgetResult:
+    """The :class:`BudgetResult` a checkpoint recorded, every field checked."""
+    path = directory / MANIFEST
+    extra = info.extra if isinstance(info.extra, dict) else {}
+    record = require(path, extra, "result", "an object")
+    history = require(path, record, "history", "a list of objects")
+    if len(history) != info.epoch or not 1 <= info.epoch <= max_epochs:
+        raise damaged(
+            path, f"it records epoch {info.epoch} with {len(history)} epochs of history"
+        )
+    stopped_by = require(path, record, "stopped_by", "a string")
+    if stopped_by not in _STOPS:
+        raise damaged(path, f"'stopped_by' is {stopped_by!r}, expected one of {_STOPS}")
+    return BudgetResult(
+        best_epoch=require(path, record, "best_epoch", "an integer", low=1, high=info.epoch),
+        best_metric=require(path, record, "best_metric", "a number"),
+        history=history,
+        seconds=require(path, record, "seconds", "a number", low=0),
+        stopped_by=stopped_by,
+        steps=require(path, record, "steps", "an integer", low=0),
+    )
 
 
 def _epoch(
@@ -211,11 +250,12 @@ def _save(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     result: BudgetResult,
+    config: dict[str, Any],
     *,
     improved: bool,
 ) -> None:
     extra = {"result": {k: getattr(result, k) for k in BudgetResult.__dataclass_fields__}}
-    common = {"epoch": len(result.history), "config": {}, "history": result.history}
+    common = {"epoch": len(result.history), "config": config, "history": result.history}
     save_checkpoint(directory / "last", model=model, optimizer=optimizer, extra=extra, **common)
     if improved:
         save_checkpoint(directory / "best", model=model, extra=extra, **common)

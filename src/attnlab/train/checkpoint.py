@@ -6,7 +6,12 @@ A checkpoint directory holds:
 - `optimizer.safetensors` (optional): every tensor of the optimizer's state, by path;
 - `checkpoint.json`: format version, model class and parameter names/shapes, the
   optimizer's non-tensor state (step counts, param_groups) with references to its
-  tensors, and the run's epoch, config, history and extra data.
+  tensors, the run's epoch, config, history and extra data, and each tensor file's
+  sha256 and tensor layouts.
+
+Loading checks everything before it modifies anything: a file that is truncated,
+garbled, a symbolic link or different from the manifest, and a manifest field that is
+missing or of the wrong type, each raise one `CheckpointDamagedError` naming the file.
 
 Example:
     >>> model = torch.nn.Linear(4, 3)
@@ -24,29 +29,40 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from attnlab.train._integrity import (
+    CheckpointDamagedError,
+    damaged,
+    describe_file,
+    read_manifest,
+    read_tensors,
+)
 from attnlab.train._storage import (
+    FORMAT,
     MANIFEST,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    VERSION,
     decode_tree,
     encode_tree,
-    recover_directory,
     staged_directory,
     to_json,
     unshare,
 )
 
-__all__ = ["CheckpointInfo", "CheckpointMismatchError", "load_checkpoint", "save_checkpoint"]
-
-FORMAT = "attnlab-checkpoint"
-VERSION = 1
-MODEL_FILE = "model.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
+__all__ = [
+    "CheckpointDamagedError",
+    "CheckpointInfo",
+    "CheckpointMismatchError",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint was written by a different model or optimizer than the one given."""
+    """A checkpoint was written by a different model, optimizer or config than the one given."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,37 +167,15 @@ def save_checkpoint(
         skeleton, optimizer_tensors = encode_tree(optimizer.state_dict(), "optimizer")
         manifest["optimizer_class"] = type(optimizer).__name__
         manifest["optimizer"] = skeleton
-    text = json.dumps(manifest, indent=1)
     with staged_directory(directory) as stage:
         save_file(state, str(stage / MODEL_FILE), metadata={"format": "pt"})
+        files = {MODEL_FILE: describe_file(stage / MODEL_FILE, state)}
         if optimizer is not None:
-            save_file(unshare(optimizer_tensors), str(stage / OPTIMIZER_FILE))
-        (stage / MANIFEST).write_text(text, encoding="utf-8")
-
-
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    recover_directory(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {directory} ({MANIFEST} missing); check the path or train first"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); the checkpoint is damaged") from None
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("version"), int):
-        raise ValueError(f"{path} is not an attnlab checkpoint; point at a directory it wrote")
-    if manifest["version"] > VERSION:
-        raise ValueError(
-            f"checkpoint at {directory} has format version {manifest['version']}, newer than "
-            f"this attnlab reads ({VERSION}); upgrade attnlab"
-        )
-    if not (directory / MODEL_FILE).is_file():
-        raise FileNotFoundError(
-            f"checkpoint at {directory} is incomplete ({MODEL_FILE} missing); save it again"
-        )
-    return manifest
+            optimizer_tensors = unshare(optimizer_tensors)
+            save_file(optimizer_tensors, str(stage / OPTIMIZER_FILE))
+            files[OPTIMIZER_FILE] = describe_file(stage / OPTIMIZER_FILE, optimizer_tensors)
+        manifest["files"] = files  # what load checks every byte and tensor against
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
 def _check_model(directory: Path, manifest: dict[str, Any], model: nn.Module) -> None:
@@ -246,23 +240,32 @@ def read_checkpoint(
     Raises:
         FileNotFoundError: If the directory or a needed file is missing.
         CheckpointMismatchError: If the model or optimizer differs from the saved one.
-        ValueError: If the checkpoint is damaged or from a newer format.
+        CheckpointDamagedError: If a file is garbled, a link, or differs from the manifest.
+        ValueError: If the checkpoint is from a newer format.
     """
     directory = Path(directory)
     model = unwrap_model(model)
-    manifest = _read_manifest(directory)
+    manifest = read_manifest(directory)
     _check_model(directory, manifest, model)
     if optimizer is not None:
         _check_optimizer(directory, manifest, optimizer)
-    state = load_file(str(directory / MODEL_FILE), device="cpu")
-    if set(state) != set(manifest["parameters"]):
-        raise ValueError(
-            f"{MODEL_FILE} at {directory} does not match its {MANIFEST}; the checkpoint is damaged"
-        )
+    files = manifest.get("files") or {}
+    state = read_tensors(
+        directory / MODEL_FILE,
+        record=files.get(MODEL_FILE),
+        shapes=manifest["parameters"],
+        finite=True,
+    )
     optimizer_state = None
     if optimizer is not None:
-        tensors = load_file(str(directory / OPTIMIZER_FILE), device="cpu")
-        optimizer_state = decode_tree(manifest["optimizer"], tensors)
+        path = directory / OPTIMIZER_FILE
+        tensors = read_tensors(path, record=files.get(OPTIMIZER_FILE))
+        try:
+            optimizer_state = decode_tree(manifest["optimizer"], tensors)
+        except KeyError as err:
+            raise damaged(path, f"tensor {err} named in {MANIFEST} is missing") from None
+        except (TypeError, ValueError) as err:
+            raise damaged(directory / MANIFEST, f"its optimizer state is garbled ({err})") from None
     info = CheckpointInfo(
         epoch=manifest["epoch"],
         config=manifest["config"],
@@ -272,11 +275,86 @@ def read_checkpoint(
     return info, state, optimizer_state
 
 
+def apply_checkpoint(
+    directory: Path,
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+) -> None:
+    """Load what `read_checkpoint` returned: the optimizer first, as only it can still fail.
+
+    Args:
+        directory: The checkpoint directory (for the message).
+        model: The model (wrappers are stripped).
+        state: Its state dict, already checked against the model.
+        optimizer: The optimizer, or None.
+        optimizer_state: Its state dict.
+
+    Raises:
+        CheckpointDamagedError: If the saved optimizer state does not load.
+    """
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(optimizer_state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            text = " ".join(str(err).split())
+            raise damaged(directory / MANIFEST, f"its optimizer state does not load ({text})")
+    unwrap_model(model).load_state_dict(state)
+
+
+def normalize_config(config: Any) -> dict[str, Any]:
+    """Turn a dict or dataclass config into the JSON form a checkpoint stores.
+
+    Args:
+        config: None, a mapping, or a dataclass instance.
+
+    Returns:
+        A plain dict that compares equal to itself after a JSON round trip.
+
+    Raises:
+        TypeError: If `config` is of another type or not JSON-serialisable.
+    """
+    if config is None:
+        return {}
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"config must be a dict or a dataclass instance; got {type(config).__name__}"
+        )
+    return to_json(dict(config), "config")
+
+
+def check_config(directory: Path, saved: dict[str, Any], given: dict[str, Any], hint: str) -> None:
+    """Refuse a checkpoint trained with another config than the running one.
+
+    Args:
+        directory: The checkpoint directory (for the message).
+        saved: The config it was saved with.
+        given: The running config, normalised.
+        hint: What to do instead, for the end of the message.
+
+    Raises:
+        CheckpointMismatchError: If the two differ; the message names the first key.
+    """
+    if saved == given:
+        return
+    key = next(k for k in sorted(set(saved) | set(given)) if saved.get(k) != given.get(k))
+    saved_text = repr(saved[key]) if key in saved else "missing"
+    given_text = repr(given[key]) if key in given else "missing"
+    raise CheckpointMismatchError(
+        f"checkpoint at {directory} was trained with a different config "
+        f"({key!r}: {saved_text} vs {given_text}); {hint}"
+    )
+
+
 def load_checkpoint(
     directory: str | Path,
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
+    config: Any = None,
 ) -> CheckpointInfo:
     """Validate a checkpoint, then load it into `model` (and `optimizer`).
 
@@ -287,17 +365,22 @@ def load_checkpoint(
         directory: Checkpoint directory written by `save_checkpoint`.
         model: Model of the same class and parameter names/shapes as the saved one.
         optimizer: Optimizer to restore (same class and param groups), or None.
+        config: The running config (dict or dataclass); if given, the checkpoint's must
+            equal it, so a checkpoint of another run is never taken for this one's.
 
     Returns:
         The epoch, config, history and extra data saved with the tensors.
 
     Raises:
         FileNotFoundError: If the directory or a needed file is missing.
-        CheckpointMismatchError: If the model or optimizer differs from the saved one.
-        ValueError: If the checkpoint is damaged or from a newer format.
+        CheckpointMismatchError: If the model, optimizer or config differs from the saved one.
+        CheckpointDamagedError: If a file is garbled, a link, or differs from the manifest.
+        ValueError: If the checkpoint is from a newer format.
     """
+    directory = Path(directory)
     info, state, optimizer_state = read_checkpoint(directory, model=model, optimizer=optimizer)
-    unwrap_model(model).load_state_dict(state)
-    if optimizer is not None:
-        optimizer.load_state_dict(optimizer_state)
+    if config is not None:
+        hint = "load the checkpoint of this run or pass the config it was trained with"
+        check_config(directory, info.config, normalize_config(config), hint)
+    apply_checkpoint(directory, model, state, optimizer, optimizer_state)
     return info

@@ -40,13 +40,12 @@ from attnlab.train._fitstate import (
     LAST,
     FitState,
     loader_generators,
-    normalize_config,
     restore_rng,
     resume_fit,
     save_epoch,
 )
 from attnlab.train._storage import has_checkpoint
-from attnlab.train.checkpoint import unwrap_model
+from attnlab.train.checkpoint import normalize_config, unwrap_model
 
 __all__ = ["FitResult", "evaluate", "fit"]
 
@@ -244,7 +243,10 @@ def fit(
     Raises:
         FileExistsError: If `checkpoint_dir` already holds a run and `resume` is False.
         ValueError: If an argument is invalid or the checkpoint belongs to another run.
-        CheckpointMismatchError: If the checkpoint was written by a different model.
+        CheckpointMismatchError: If the checkpoint was written by a different model or
+            config, or its `best/` by another run.
+        CheckpointDamagedError: If a checkpoint file is garbled, a link, or disagrees with
+            its manifest (one line naming the file).
         FloatingPointError: If the training loss becomes NaN or infinite.
         KeyboardInterrupt: Re-raised after an interruption; with `checkpoint_dir` the
             last finished epoch is on disk.
