@@ -248,6 +248,10 @@ def test_chunked_dropout_is_unbiased_and_has_consistent_gradients(small_blocks):
         ({"bias": torch.ones(5, 7, dtype=torch.bool)}, TypeError, "floating"),
         ({"backend": "fast"}, ValueError, "backend"),
         ({"dropout_p": 1.5}, ValueError, "dropout_p"),
+        ({"dropout_p": "0.1"}, TypeError, "dropout_p must be a number"),
+        ({"dropout_p": float("nan")}, ValueError, "dropout_p"),
+        ({"mask": [[True]]}, TypeError, "mask must be a torch.Tensor or None, got list"),
+        ({"bias": 0.5}, TypeError, "bias must be a torch.Tensor or None, got float"),
         ({"causal": "left"}, ValueError, "causal"),
     ],
 )
@@ -260,6 +264,10 @@ def test_bad_arguments_fail_with_one_clear_line(kwargs, error, words):
 
 def test_bad_tensors_fail_with_one_clear_line():
     q = torch.randn(2, 3, 5, 4)
+    with pytest.raises(TypeError, match="q must be a torch.Tensor, got list"):
+        attention(q.tolist(), q, q)
+    with pytest.raises(TypeError, match="v must be a torch.Tensor, got str"):
+        attention(q, q, "v")
     with pytest.raises(ValueError, match="shapes do not match"):
         attention(q, torch.randn(2, 3, 7, 4), torch.randn(2, 3, 6, 4))
     with pytest.raises(TypeError, match="share a dtype"):

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from attnlab._validate import probability
 from attnlab.functional._problem import Problem, causal_offset, check_qkv
 from attnlab.functional.blocksparse import block_sparse_attention
 from attnlab.functional.chunked import chunked_attention
@@ -151,6 +152,9 @@ def _check_inputs(
     if not valid:
         check_qkv(q, k, v, accepted="(B, H, L, D) (or (B, L, D))")
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    for name, t in (("mask", mask), ("bias", bias)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
     if mask is not None:
         if mask.dtype != torch.bool:
             raise TypeError(
@@ -166,8 +170,7 @@ def _check_inputs(
                 "boolean masks go through mask="
             )
         _check_broadcast("bias", bias, shape)
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    probability("dropout_p", dropout_p)
 
 
 def _run_fast_engine(engine: str, problem: Problem, pattern: SparsePattern | None) -> Tensor:
@@ -232,6 +235,8 @@ def attention(
         >>> torch.allclose(w, torch.tensor([[[1.0, 2.718281828]]]) / (1 + 2.718281828))
         True
     """
+    if not (isinstance(q, Tensor) and isinstance(k, Tensor) and isinstance(v, Tensor)):
+        check_qkv(q, k, v)  # names the argument that is not a tensor
     squeeze = q.dim() == 3
     if squeeze:
         # Head-less inputs: a 3-D mask or bias is (B, Lq, Lk), so it gains the head dim too.

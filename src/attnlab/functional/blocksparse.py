@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.functional._problem import Problem, pair_values
+from attnlab.functional.engines import fused_bias, sdpa_attention
 from attnlab.masks.patterns import BlockLayout, SparsePattern
 
 __all__ = ["block_sparse_attention"]
@@ -68,10 +69,9 @@ def _pair_bias(
     allowed = allowed[None, None]
     if mask is not None:
         allowed = allowed & pair_values(mask, q_idx, kv_idx)
-    out = torch.where(allowed, 0.0, -math.inf).to(dtype)
-    if bias is not None:
-        out = out + pair_values(bias, q_idx, kv_idx).to(dtype)
-    return out
+    if bias is None:
+        return torch.where(allowed, 0.0, -math.inf).to(dtype)
+    return fused_bias(pair_values(bias, q_idx, kv_idx), allowed, dtype)
 
 
 @functools.lru_cache(maxsize=4)
@@ -106,7 +106,8 @@ def _fold(t: Tensor, order: list[int], folded: int) -> Tensor:
     """``(B, H, n, x, D)`` -> ``(rest, folded dims * n, x, D)`` with ``order`` of (B, H)."""
     t = t.permute(*order, 2, 3, 4)
     lead = math.prod(t.shape[: 2 - folded])
-    return t.reshape(lead, -1, t.shape[-2], t.shape[-1])
+    # Explicit sizes, no -1: a zero-width head dim would make -1 ambiguous.
+    return t.reshape(lead, math.prod(t.shape[2 - folded : 3]), t.shape[-2], t.shape[-1])
 
 
 def _unfold(t: Tensor, order: list[int], sizes: tuple[int, int, int]) -> Tensor:
@@ -141,15 +142,15 @@ def _blocks_attention(p: Problem, pattern: SparsePattern, layout: BlockLayout) -
     # but slows the kernel itself by more: measured, and left contiguous.)
     span = keys.shape[1]
     key_index = keys.clamp(min=0).flatten()
-    qg = _take_slots(p.q, layout).view(b, h, n_blocks, size, -1)
-    kg = p.k.index_select(2, key_index).view(b, h, n_blocks, span, -1)
-    vg = p.v.index_select(2, key_index).view(b, h, n_blocks, span, -1)
+    qg = _take_slots(p.q, layout).view(b, h, n_blocks, size, p.q.shape[-1])
+    kg = p.k.index_select(2, key_index).view(b, h, n_blocks, span, p.k.shape[-1])
+    vg = p.v.index_select(2, key_index).view(b, h, n_blocks, span, p.v.shape[-1])
     q4, k4, v4 = (_fold(t, order, len(depends)) for t in (qg, kg, vg))
     bias4 = bias.permute(*order, 2, 3, 4).reshape(1, -1, size, span)
     out = F.scaled_dot_product_attention(
         q4, k4, v4, attn_mask=bias4, dropout_p=p.dropout_p, scale=p.scale
     )
-    return _unfold(out, order, (b, h, n_blocks)).reshape(b, h, n_blocks * size, -1)
+    return _unfold(out, order, (b, h, n_blocks)).reshape(b, h, n_blocks * size, p.v.shape[-1])
 
 
 def _dense_rows(p: Problem, rows: Tensor, mask_mod) -> Tensor:
@@ -182,7 +183,10 @@ def block_sparse_attention(
     Shapes:
         q ``(B, H, Lq, D)``, k ``(B, H, Lk, D)``, v ``(B, H, Lk, Dv)`` -> ``(B, H, Lq, Dv)``.
     """
-    _, _, lq, lk = p.shape
+    b, h, lq, lk = p.shape
+    if 0 in (b, h, lq, lk):
+        pattern.mask_mod(lq, lk)  # the pattern still checks that it fits these lengths
+        return sdpa_attention(p)  # no pair to compute: an empty output or zero rows
     layout = pattern.layout(lq, lk, block_size, p.q.device)
     outputs = _blocks_attention(p, pattern, layout)
     slots = layout.query_slots

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from attnlab.functional._problem import Problem, block_of, causal_block
 from attnlab.functional._score_blocks import BlockVjp, score_block
+from attnlab.functional.engines import math_attention
 
 # 512 x 512 fp32 tiles keep a score block near the cache and measured fastest on a
 # 2-core CPU (see DESIGN.md, "Performance rules").
@@ -395,6 +396,10 @@ def chunked_attention(p: Problem, *, seed: int | None = None) -> Tensor:
     Returns:
         Output ``(B, H, Lq, Dv)`` in v's dtype.
     """
+    if 0 in p.shape:
+        # No block to visit: the reference engine gives the empty output (or zero rows
+        # when there are no keys) without materialising anything.
+        return math_attention(p)[0]
     if p.dropout_p > 0 and seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     plan = _Plan(p, seed if p.dropout_p > 0 else None)

@@ -4,9 +4,15 @@
 weighted sum. It is also what computes attention weights when a caller asks for
 them. ``sdpa`` hands dot-product variants to
 :func:`torch.nn.functional.scaled_dot_product_attention` and its fused kernels.
+
+A key whose logit is ``-inf`` (a ``-inf`` in ``bias=``) is hidden exactly as a masked
+key is: a row whose visible keys all carry ``-inf`` has nothing to attend to and gets
+zero output, zero weights and finite gradients on every engine.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +45,11 @@ def attention_weights(p: Problem) -> Tensor:
     """
     scores = full_scores(p)
     mask = full_mask(p)
+    if p.bias is not None:
+        # A -inf bias hides its key like the mask; a row it empties must give zeros, not
+        # softmax's NaN (and never the value of a key the mask hid).
+        reachable = scores > -math.inf
+        mask = reachable if mask is None else mask & reachable
     if mask is None:
         return torch.softmax(scores, dim=-1)
     # A finite fill keeps softmax and its gradient finite on fully masked rows;
@@ -55,13 +66,43 @@ def math_attention(p: Problem) -> tuple[Tensor, Tensor]:
     return out.to(p.v.dtype), weights.to(p.v.dtype)
 
 
+def fused_bias(bias: Tensor, allowed: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """The float ``attn_mask`` a fused kernel reads: ``bias`` where allowed, ``-inf`` elsewhere.
+
+    The kernels want it in the inputs' dtype. A bias wider than that (float32 logits
+    beside fp16 queries) is first shifted by its largest allowed entry per row:
+    softmax ignores a per-row constant, and the narrow dtype then holds only offsets
+    from the row's maximum, so a large finite logit (1e5 in fp16) neither overflows to
+    inf (NaN output) nor collapses with its neighbours. Rows with nothing allowed keep
+    their ``-inf`` (the kernels give them zeros).
+
+    Args:
+        bias: float logits, broadcastable to the scores.
+        allowed: boolean, True = may attend, broadcastable likewise, or None.
+        dtype: the dtype of q, k and v.
+
+    Returns:
+        The additive mask in ``dtype``, of the broadcast shape of ``bias`` and ``allowed``.
+
+    Example:
+        >>> fused_bias(torch.tensor([[1e5, 1e5 - 2.0]]), None, torch.float16)
+        tensor([[ 0., -2.]], dtype=torch.float16)
+    """
+    if allowed is not None:
+        bias = bias.masked_fill(~allowed, -math.inf)
+    narrowing = bias.dtype != dtype and torch.promote_types(bias.dtype, dtype) == bias.dtype
+    if narrowing and bias.shape[-1] > 0:
+        top = bias.detach().amax(-1, keepdim=True)
+        bias = bias - torch.where(torch.isfinite(top), top, 0.0)
+    return bias.to(dtype)
+
+
 def sdpa_attention(p: Problem) -> Tensor:
     """Fused engine for scores of the form ``scale * q @ k^T`` (plus bias and mask)."""
     is_causal = p.causal_offset == 0 and p.mask is None and p.bias is None
     attn_mask = None if is_causal else full_mask(p)
     if p.bias is not None:
-        bias = p.bias.to(p.q.dtype)
-        attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, float("-inf"))
+        attn_mask = fused_bias(p.bias, attn_mask, p.q.dtype)
     return F.scaled_dot_product_attention(
         p.q,
         p.k,

@@ -2,11 +2,13 @@
 
 Row by row, in float64, straight from the definition
 ``out_i = sum_j softmax_j(s(q_i, k_j) + b_ij | mask_ij) v_j``, with the convention
-that a row with nothing visible has zero weights. Only for tests and small sizes.
+that a row with nothing visible (every key masked or carrying a ``-inf`` logit) has
+zero weights. Only for tests and small sizes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -51,10 +53,10 @@ def reference_attention(
     for bi in range(b):
         for hi in range(h):
             for i in range(lq):
-                visible = full[bi, hi, i].cpu()
+                logits = score(q[bi, hi, i], k[bi, hi]) + add[bi, hi, i]
+                visible = full[bi, hi, i].cpu() & (logits.cpu() > -math.inf)
                 if not visible.any():
                     continue
-                logits = score(q[bi, hi, i], k[bi, hi]) + add[bi, hi, i]
                 logits = logits[visible]
                 w = torch.exp(logits - logits.max())
                 w = w / w.sum()

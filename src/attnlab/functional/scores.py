@@ -124,7 +124,10 @@ class ScaledDot(Score):
 
     def dot_scale(self, q: Tensor) -> float | None:
         """See :meth:`Score.dot_scale`."""
-        return self.scale if self.scale is not None else 1.0 / math.sqrt(q.shape[-1])
+        if self.scale is not None:
+            return self.scale
+        # Zero-width queries score 0 against every key, whatever the scale.
+        return 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
 
 
 @dataclass(frozen=True, eq=False)

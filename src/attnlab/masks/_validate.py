@@ -1,39 +1,24 @@
-"""Private argument checks shared by the mask builders (one clear line per error)."""
+"""Private argument checks of the mask builders (one clear line per error).
+
+Sizes are checked by the library-wide :mod:`attnlab._validate`, re-exported here.
+"""
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from attnlab._validate import as_positive, as_size
+
+__all__ = ["as_positive", "as_size"]  # and the mask-specific checks below
+
 Alignment = Literal["upper_left", "lower_right"]
 DeviceLike = torch.device | str | int | None
 
 _ALIGNMENTS: tuple[str, ...] = get_args(Alignment)
-
-
-def as_size(name: str, value: object) -> int:
-    """Return ``value`` as a non-negative Python int, or raise a one-line error."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int; got bool {value!r}")
-    try:
-        size = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}") from None
-    if size < 0:
-        raise ValueError(f"{name} must be >= 0; got {size}")
-    return size
-
-
-def as_positive(name: str, value: object) -> int:
-    """Return ``value`` as a Python int >= 1, or raise a one-line error."""
-    size = as_size(name, value)
-    if size < 1:
-        raise ValueError(f"{name} must be >= 1; got {size}")
-    return size
 
 
 def check_alignment(alignment: object) -> Alignment:
