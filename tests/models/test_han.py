@@ -50,7 +50,7 @@ def test_flat_sees_the_same_tokens_and_ignores_padding(pooling):
 def test_bad_ids_are_one_clear_line():
     with pytest.raises(ValueError, match=r"ids \(B, S, W\)"):
         HANClassifier(10)(torch.ones(2, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"ids \(B, L\)"):
+    with pytest.raises(TypeError, match=r"ids \(B, L\)"):  # float ids: a wrong dtype
         FlatClassifier(10)(torch.ones(2, 3))
 
 

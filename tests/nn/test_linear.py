@@ -169,9 +169,9 @@ def test_repr_and_default_feature_count():
         ({"feature_map": "softmax"}, "feature_map must be one of"),
         ({"num_features": 8}, "FAVOR\\+ options"),
         ({"redraw_interval": 8}, "FAVOR\\+ options"),
-        ({"feature_map": "favor", "num_features": 0}, "num_features must be an int >= 1"),
+        ({"feature_map": "favor", "num_features": 0}, "num_features must be >= 1"),
         ({"feature_map": "favor", "redraw_interval": 0}, "redraw_interval must be"),
-        ({"chunk_size": 0}, "chunk_size must be an int >= 1"),
+        ({"chunk_size": 0}, "chunk_size must be >= 1"),
     ],
 )
 def test_constructor_errors(kwargs, match):

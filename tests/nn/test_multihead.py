@@ -181,7 +181,7 @@ def test_fully_masked_rows_give_zeros_without_nan():
     [
         ({"embed_dim": 10, "num_heads": 4}, "does not divide into 4 heads"),
         ({"embed_dim": 24, "num_heads": 4, "kv_heads": 3}, "kv_heads 3"),
-        ({"embed_dim": 24, "num_heads": 0}, "must be positive"),
+        ({"embed_dim": 24, "num_heads": 0}, "num_heads must be >= 1"),
     ],
 )
 def test_bad_sizes_say_what_to_do(kwargs, message):

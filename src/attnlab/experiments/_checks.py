@@ -35,8 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import torch
-
+from attnlab._validate import device_problem
 from attnlab.experiments._fields import flag_name
 
 __all__ = [
@@ -150,19 +149,14 @@ def device(cfg: Any, *, auto: bool, name: str = "device") -> None:
         ValueError: An unknown word (``gpu``), or CUDA on a machine without it.
     """
     value, flag = getattr(cfg, name), flag_name(name)
-    if value == "cpu" or (auto and value == "auto"):
+    if auto and value == "auto":
         return
-    match = re.fullmatch(r"cuda(?::(\d+))?", value)
-    if match is None:
+    if re.fullmatch(r"cpu|cuda(?::\d+)?", value) is None:
         words = "cpu, cuda, cuda:N or auto" if auto else "cpu, cuda or cuda:N"
         raise ValueError(f"{flag} {value} is not a device; use {words}")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise ValueError(f"{flag} {value}: this machine has no CUDA device; use {flag} cpu")
-    if match.group(1) is not None and int(match.group(1)) >= count:
-        raise ValueError(
-            f"{flag} {value}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}"
-        )
+    problem = device_problem(value)
+    if problem is not None:
+        raise ValueError(f"{flag} {value}: {problem}; use {flag} cpu")
 
 
 def folder(cfg: Any, name: str) -> None:

@@ -57,9 +57,9 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
     if low < 0:
         raise ValueError(f"edge_index holds a negative node id {low}; ids must be in [0, N)")
     if high >= num_nodes:
+        ids = f"ids 0..{num_nodes - 1}" if num_nodes else "an empty graph has no edges"
         raise ValueError(
-            f"edge_index holds node id {high} but there are only N={num_nodes} nodes "
-            f"(ids 0..{num_nodes - 1})"
+            f"edge_index holds node id {high} but there are only N={num_nodes} nodes ({ids})"
         )
 
 

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attnlab.data.pretrained import BertConfig, load_bert_config, locate_pretrained
+from attnlab.nn._checks import as_positive, check_ids, check_tensor, factory_kwargs, probability
 from attnlab.nn.pooling import AttentionPooling
 from attnlab.nn.transformer import EncoderOutput, TransformerEncoder
 
@@ -85,7 +86,8 @@ class BertEmbeddings(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        _check_config(config)
+        factory = factory_kwargs(device, dtype)
         e = config.hidden_size
         self.word = nn.Embedding(config.vocab_size, e, padding_idx=config.pad_token_id, **factory)
         self.position = nn.Embedding(config.max_position_embeddings, e, **factory)
@@ -134,8 +136,7 @@ class BertEncoder(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(config, BertConfig):
-            raise TypeError(f"config must be a BertConfig, got {type(config).__name__}")
+        _check_config(config)
         self.config = config
         self.embeddings = BertEmbeddings(config, device=device, dtype=dtype)
         self.encoder = TransformerEncoder(
@@ -179,12 +180,15 @@ class BertEncoder(nn.Module):
         return self.encoder(x, mask=mask, need_weights=need_weights, return_hidden=return_hidden)
 
     def _check(self, ids: Tensor, mask: Tensor | None, types: Tensor | None) -> None:
-        for name, t in (("input_ids", ids), ("token_type_ids", types)):
+        cfg = self.config
+        for name, t, vocab in (
+            ("input_ids", ids, cfg.vocab_size),
+            ("token_type_ids", types, cfg.type_vocab_size),
+        ):
             if t is None:
                 continue
-            if not isinstance(t, Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
-                raise TypeError(f"{name} must be an integer tensor, got {_describe(t)}")
-            if t.dim() != 2 or t.shape != ids.shape:
+            check_ids(name, t, vocab, dims=2, layout="(B, L)")
+            if t.shape != ids.shape:
                 raise ValueError(f"{name} must be (B, L) like input_ids, got {tuple(t.shape)}")
         if ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(
@@ -327,6 +331,13 @@ def convert_hf_bert(
     return state
 
 
+def _check_config(config: BertConfig) -> None:
+    if not isinstance(config, BertConfig):
+        raise TypeError(f"config must be a BertConfig, got {type(config).__name__}")
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        probability(name, getattr(config, name))
+
+
 def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"{str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
@@ -353,13 +364,23 @@ class PooledClassifier(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
+        if encoder is not None and not isinstance(encoder, BertEncoder):
+            raise TypeError(f"encoder must be a BertEncoder or None, got {type(encoder).__name__}")
+        hidden_size = as_positive("hidden_size", hidden_size)
+        num_classes = as_positive("num_classes", num_classes)
         self.encoder = encoder
         self.pool = AttentionPooling(hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(probability("dropout", dropout))
         self.out = nn.Linear(hidden_size, num_classes)
 
     def forward_with_weights(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and the pooling weights."""
+        check_tensor("x", x)
+        if check_tensor("mask", mask).dtype != torch.bool or mask.shape != x.shape[:2]:
+            raise ValueError(
+                f"mask must be a bool tensor (B, L) = {tuple(x.shape[:2])}, True = token; got "
+                f"{_describe(mask)}"
+            )
         n = int(mask.sum(1).max())
         x, kept = x[:, :n], mask[:, :n]
         hidden = x if self.encoder is None else self.encoder(x, kept).last_hidden

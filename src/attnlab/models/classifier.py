@@ -10,6 +10,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnlab.masks import lengths_to_mask
 from attnlab.nn import AdditiveAttention, AttentionPooling, LuongAttention
+from attnlab.nn._checks import (
+    as_positive,
+    check_ids,
+    check_tensor,
+    factory_kwargs,
+    probability,
+)
 
 Pooling = Literal["last", "attention", "additive", "luong"]
 POOLINGS = ("last", "attention", "additive", "luong")
@@ -73,9 +80,15 @@ class TextClassifier(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        factory = {"device": device, "dtype": dtype}
+        factory = factory_kwargs(device, dtype)
+        self.vocab_size = vocab_size = as_positive("vocab_size", vocab_size)
+        num_classes = as_positive("num_classes", num_classes)
+        embedding_dim = as_positive("embedding_dim", embedding_dim)
+        hidden_size = as_positive("hidden_size", hidden_size)
+        attention_hidden = as_positive("attention_hidden", attention_hidden)
+        dropout = probability("dropout", dropout)
         self.pooling = pooling
-        self.word_dropout = word_dropout
+        self.word_dropout = probability("word_dropout", word_dropout, allow_one=True)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0, **factory)
         self.encoder = nn.LSTM(
             embedding_dim, hidden_size, batch_first=True, bidirectional=bidirectional, **factory
@@ -119,12 +132,18 @@ class TextClassifier(nn.Module):
                 if name.startswith("bias_ih"):
                     param.data[hidden : 2 * hidden] = 1.0  # gates are ordered i, f, g, o
 
-    def _encode(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        if ids.dim() != 2 or lengths.dim() != 1 or lengths.shape[0] != ids.shape[0]:
+    def _check(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """The padding mask ``(B, L)``, after one-line errors for bad ids or lengths."""
+        check_tensor("ids", ids)
+        if check_tensor("lengths", lengths).shape != ids.shape[:1] or ids.dim() != 2:
             raise ValueError(
                 f"expected ids (B, L) and lengths (B,), got {tuple(ids.shape)} "
                 f"and {tuple(lengths.shape)}"
             )
+        check_ids("ids", ids, self.vocab_size, dims=2, layout="(B, L)")
+        return lengths_to_mask(lengths, ids.shape[1])
+
+    def _encode(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if self.training and self.word_dropout > 0:
             dropped = torch.rand(ids.shape, device=ids.device) < self.word_dropout
             ids = ids.masked_fill(dropped & (ids != 0), 1)
@@ -142,8 +161,8 @@ class TextClassifier(nn.Module):
         self, ids: Tensor, lengths: Tensor, *, need_weights: bool = True
     ) -> tuple[Tensor, Tensor | None]:
         """Logits and, for attention poolings, the weights over tokens."""
+        mask = self._check(ids, lengths)
         states, last = self._encode(ids, lengths)
-        mask = lengths_to_mask(lengths, ids.shape[1])
         weights = None
         if self.pooling == "last":
             pooled = last

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.nn._checks import as_positive, check_tensor, factory_kwargs, probability
 from attnlab.nn.graph import GATConv, GATv2Conv
 
 __all__ = ["GAT", "GAT_KINDS"]
@@ -26,6 +27,8 @@ class GAT(nn.Module):
         output_heads: output-layer heads (averaged).
         dropout: input and attention dropout.
         kind: ``"gat"``, ``"gat-uniform"`` or ``"gatv2"``.
+        device: where to create the parameters.
+        dtype: their dtype.
 
     Shapes:
         x: (N, F), dense or sparse COO; edge_index: (2, E); output: (N, C) logits.
@@ -46,12 +49,20 @@ class GAT(nn.Module):
         output_heads: int = 1,
         dropout: float = 0.6,
         kind: str = "gat",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if kind not in GAT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(GAT_KINDS)}; got {kind!r}")
+        factory = factory_kwargs(device, dtype)
+        classes = as_positive("classes", classes)
+        hidden, heads = as_positive("hidden", hidden), as_positive("heads", heads)
+        output_heads = as_positive("output_heads", output_heads)
         conv = GATv2Conv if kind == "gatv2" else GATConv
         attention = "uniform" if kind == "gat-uniform" else "learned"
-        common = dict(dropout=dropout, attention=attention)
-        self.dropout = dropout
+        common = dict(dropout=dropout, attention=attention, **factory)
+        self.dropout = probability("dropout", dropout)
         self.conv1 = conv(in_channels, hidden, heads=heads, **common)
         self.conv2 = conv(hidden * heads, classes, heads=output_heads, concat=False, **common)
 
@@ -62,7 +73,7 @@ class GAT(nn.Module):
         then draws only for the stored entries, the same distribution as dense dropout
         (a zero stays zero) at a fraction of the cost, before the layer sees it dense.
         """
-        if x.is_sparse:
+        if check_tensor("x", x).is_sparse:
             x = x.coalesce()
             kept = F.dropout(x.values(), self.dropout, self.training)
             x = torch.sparse_coo_tensor(x.indices(), kept, x.shape, check_invariants=False)

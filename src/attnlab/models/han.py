@@ -7,13 +7,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from attnlab.nn._checks import as_positive, check_ids, factory_kwargs, probability
 from attnlab.nn.hierarchical import HierarchicalAttention, SequenceEncoder
-
-
-def _check_ids(ids: Tensor, shape: str) -> None:
-    if not isinstance(ids, Tensor) or ids.dim() != len(shape.split(",")) or ids.is_floating_point():
-        got = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
-        raise ValueError(f"expected integer ids ({shape}) with 0 = padding, got {got}")
 
 
 class _DocumentClassifier(nn.Module):
@@ -26,14 +21,20 @@ class _DocumentClassifier(nn.Module):
     encoder: nn.Module
     classifier: nn.Linear
 
-    def __init__(self, vocab_size: int, embedding_dim: int, dropout: float, factory: dict) -> None:
+    def __init__(
+        self, vocab_size: int, num_classes: int, embedding_dim: int, dropout: float, factory: dict
+    ) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0, **factory)
-        self.dropout = nn.Dropout(dropout)
+        self.vocab_size = as_positive("vocab_size", vocab_size)
+        self.num_classes = as_positive("num_classes", num_classes)
+        embedding_dim = as_positive("embedding_dim", embedding_dim)
+        self.embedding = nn.Embedding(self.vocab_size, embedding_dim, padding_idx=0, **factory)
+        self.dropout = nn.Dropout(probability("dropout", dropout))
 
     def forward_with_weights(self, ids: Tensor, *, need_weights: bool = True) -> tuple[Tensor, Any]:
         """Logits and, when asked, the encoder's attention weights."""
-        _check_ids(ids, self.layout)
+        dims = len(self.layout.split(","))
+        check_ids("ids", ids, self.vocab_size, dims=dims, layout=f"({self.layout})")
         embedded = self.dropout(self.embedding(ids))
         document, weights = self.encoder(embedded, mask=ids != 0, need_weights=need_weights)
         return self.classifier(self.dropout(document)), weights
@@ -89,13 +90,13 @@ class HANClassifier(_DocumentClassifier):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        factory = {"device": device, "dtype": dtype}
-        super().__init__(vocab_size, embedding_dim, dropout, factory)
+        factory = factory_kwargs(device, dtype)
+        super().__init__(vocab_size, num_classes, embedding_dim, dropout, factory)
         self.layout = "B, S, W"
         self.encoder = HierarchicalAttention(
             embedding_dim, hidden_size, attention_size=attention_size, **factory
         )
-        self.classifier = nn.Linear(self.encoder.output_size, num_classes, **factory)
+        self.classifier = nn.Linear(self.encoder.output_size, self.num_classes, **factory)
 
 
 class FlatClassifier(_DocumentClassifier):
@@ -140,10 +141,10 @@ class FlatClassifier(_DocumentClassifier):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        factory = {"device": device, "dtype": dtype}
-        super().__init__(vocab_size, embedding_dim, dropout, factory)
+        factory = factory_kwargs(device, dtype)
+        super().__init__(vocab_size, num_classes, embedding_dim, dropout, factory)
         self.layout = "B, L"
         self.encoder = SequenceEncoder(
             embedding_dim, hidden_size, pooling=pooling, attention_size=attention_size, **factory
         )
-        self.classifier = nn.Linear(self.encoder.output_size, num_classes, **factory)
+        self.classifier = nn.Linear(self.encoder.output_size, self.num_classes, **factory)

@@ -1,6 +1,7 @@
 """Batched beam search (and greedy search, its beam of one) for encoder-decoders.
 
-Any model with ``encode``, ``initial_state``, ``step`` and ``pad_id`` works: the RNN
+Any model with ``encode``, ``initial_state``, ``step``, ``pad_id`` and ``tgt_vocab``
+works: the RNN
 :class:`~attnlab.models.seq2seq.Seq2Seq` and the
 :class:`~attnlab.models.transformer.TransformerSeq2Seq` (whose state is its KV caches).
 
@@ -20,13 +21,15 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from attnlab.models.seq2seq import StepOutput
+from attnlab.models._translation import StepOutput
+from attnlab.nn._checks import as_positive, check_token_id, real
 
 
 class EncoderDecoder(Protocol):
     """What the search needs of a model."""
 
     pad_id: int
+    tgt_vocab: int
     training: bool
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Any:  # noqa: D102
@@ -99,8 +102,10 @@ def beam_search(
         >>> len(hyps), hyps[0].weights.shape[1]
         (1, 3)
     """
-    if beam_size < 1 or max_len < 1:
-        raise ValueError(f"beam_size and max_len must be >= 1; got {beam_size}, {max_len}")
+    beam_size, max_len = as_positive("beam_size", beam_size), as_positive("max_len", max_len)
+    length_penalty = real("length_penalty", length_penalty)
+    bos_id = check_token_id("bos_id", bos_id, model.tgt_vocab)
+    eos_id = check_token_id("eos_id", eos_id, model.tgt_vocab)
     was_training = model.training
     model.eval()
     try:

@@ -22,12 +22,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnlab.functional.hard import reinforce_loss
+from attnlab.models._translation import StepOutput, check_source, check_target, sequence_loss
 from attnlab.nn import AdditiveAttention, LuongAttention
+from attnlab.nn._checks import (
+    as_positive,
+    check_token_id,
+    factory_kwargs,
+    positive_float,
+    probability,
+    real,
+)
 from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBaseline
 from attnlab.nn.local import LocalAttention
 
@@ -62,16 +70,6 @@ class Memory:
 
     def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.values, self.keys, self.mask, self.summary
-
-
-@dataclass
-class StepOutput:
-    """One decoder step (``T = 1``) or a teacher-forced sequence."""
-
-    logits: Tensor  # (B, T, V)
-    weights: Tensor | None  # (B, T, S)
-    log_prob: Tensor | None  # (B, T), hard attention only
-    entropy: Tensor | None
 
 
 def build_attention(
@@ -159,17 +157,21 @@ class Seq2Seq(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory = factory_kwargs(device, dtype)
         if rnn not in ("gru", "lstm"):
             raise ValueError(f"rnn must be 'gru' or 'lstm'; got {rnn!r}")
-        if hidden_size % 2:
+        self.src_vocab = src_vocab = as_positive("src_vocab", src_vocab)
+        self.tgt_vocab = tgt_vocab = as_positive("tgt_vocab", tgt_vocab)
+        embedding_dim = as_positive("embedding_dim", embedding_dim)
+        layers = as_positive("layers", layers)
+        if as_positive("hidden_size", hidden_size) % 2:
             raise ValueError(f"hidden_size must be even (half per direction); got {hidden_size}")
+        dropout = probability("dropout", dropout)
+        hard_temperature = positive_float("hard_temperature", hard_temperature)
         self.attention_name, self.rnn_kind, self.hidden_size = attention, rnn, hidden_size
-        self.pad_id, self.entropy_weight, self.max_source_len = (
-            pad_id,
-            entropy_weight,
-            max_source_len,
-        )
+        self.pad_id = check_token_id("pad_id", pad_id, min(src_vocab, tgt_vocab))
+        self.entropy_weight = real("entropy_weight", entropy_weight)
+        self.max_source_len = as_positive("max_source_len", max_source_len)
         self.attend_before = attention == "bahdanau"
         self.input_feeding = input_feeding and not self.attend_before and attention != "none"
         self.attention = build_attention(
@@ -214,7 +216,10 @@ class Seq2Seq(nn.Module):
     # -- encoder ---------------------------------------------------------------------------
     def encode(self, src: Tensor, src_lengths: Tensor) -> Memory:
         """Annotations, prepared keys, mask and summary of a source batch."""
-        check_source(src, src_lengths)
+        check_source(src, src_lengths, self.src_vocab)
+        return self._encode(src, src_lengths)
+
+    def _encode(self, src: Tensor, src_lengths: Tensor) -> Memory:
         embedded = self.dropout(self.src_embed(src))
         packed = pack_padded_sequence(
             embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
@@ -299,7 +304,9 @@ class Seq2Seq(nn.Module):
         self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, *, need_weights: bool = False
     ) -> StepOutput:
         """Teacher-forced decoding of ``tgt_in`` (BOS + target without its last token)."""
-        memory = self.encode(src, src_lengths)
+        check_source(src, src_lengths, self.src_vocab)
+        check_target("tgt_in", tgt_in, self.tgt_vocab, src.shape[0])
+        memory = self._encode(src, src_lengths)
         state = self.initial_state(memory)
         if not (self.attend_before or self.input_feeding):
             embedded = self.dropout(self.tgt_embed(tgt_in))
@@ -334,6 +341,7 @@ class Seq2Seq(nn.Module):
         word, so this reward is exact credit assignment; the baseline is its moving
         average and the entropy bonus is ``entropy_weight``.
         """
+        check_target("tgt_out", tgt_out, self.tgt_vocab)
         out = self(src, src_lengths, tgt_in)
         loss, nll, count, token_ll = sequence_loss(
             out.logits, tgt_out, pad_id=self.pad_id, label_smoothing=label_smoothing
@@ -354,44 +362,6 @@ class Seq2Seq(nn.Module):
             )
             self.baseline.update(reward[real])
         return loss, nll, count
-
-
-def check_source(src: Tensor, src_lengths: Tensor) -> None:
-    """One-line errors for a source batch that is not ``(B, S)`` ids with lengths >= 1."""
-    if src.dim() != 2 or src_lengths.shape != src.shape[:1]:
-        raise ValueError(
-            f"src must be (B, S) with src_lengths (B,); got {tuple(src.shape)} and "
-            f"{tuple(src_lengths.shape)}"
-        )
-    if (src_lengths < 1).any():
-        raise ValueError("every source sentence needs at least one token; got a length 0")
-
-
-def sequence_loss(
-    logits: Tensor, target: Tensor, *, pad_id: int, label_smoothing: float = 0.0
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Label-smoothed token cross-entropy of a decoder, padding ignored.
-
-    Smoothing is cross-entropy against ``(1 - eps)`` one-hot plus ``eps`` uniform.
-
-    Args:
-        logits: ``(B, T, V)``.
-        target: ``(B, T)`` ids; ``pad_id`` positions do not count.
-        pad_id: padding id.
-        label_smoothing: ``eps``.
-
-    Returns:
-        ``(loss per real token, summed NLL (detached), real-token count, per-token
-        log-likelihood (B, T))``.
-    """
-    real = target != pad_id
-    count = real.sum()
-    log_p = F.log_softmax(logits.float(), dim=-1)  # once, shared by both terms
-    token_ll = log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    nll = -(token_ll * real).sum()
-    smooth = -(log_p.mean(-1) * real).sum()
-    loss = ((1 - label_smoothing) * nll + label_smoothing * smooth) / count.clamp(min=1)
-    return loss, nll.detach(), count, token_ll
 
 
 def _cat(parts: list[Tensor | None]) -> Tensor | None:

@@ -14,77 +14,29 @@ language model only) computed once per call and shared by every layer.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from attnlab.models.seq2seq import StepOutput, check_source, sequence_loss
-from attnlab.nn.multihead import KVCache
-from attnlab.nn.positional import (
-    ALiBi,
-    LearnedPositionalEmbedding,
-    RelativePositionBias,
-    RotaryEmbedding,
-    SinusoidalPositionalEncoding,
+from attnlab.models._embeddings import POSITIONS, Positions, PositionScheme, TokenEmbedding
+from attnlab.models._translation import StepOutput, check_source, check_target, sequence_loss
+from attnlab.nn._checks import (
+    as_positive,
+    as_size,
+    check_heads,
+    check_ids,
+    check_token_id,
+    factory_kwargs,
+    optional_size,
+    positive_float,
+    probability,
 )
+from attnlab.nn.multihead import KVCache
 from attnlab.nn.transformer import TransformerDecoder, TransformerEncoder
 
 __all__ = ["POSITIONS", "TransformerLM", "TransformerSeq2Seq"]
-
-Positions = Literal["sinusoidal", "learned", "rotary", "alibi", "relative"]
-POSITIONS = ("sinusoidal", "learned", "rotary", "alibi", "relative")
-
-
-class _Positions(nn.Module):
-    """One position scheme: embeddings added to tokens, a rotary module, or a bias."""
-
-    def __init__(
-        self, kind: str, d_model: int, num_heads: int, max_len: int, causal: bool, factory: dict
-    ) -> None:
-        super().__init__()
-        if kind not in POSITIONS:
-            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}; got {kind!r}")
-        self.kind = kind
-        self.embedding: nn.Module | None = None
-        self.rotary: RotaryEmbedding | None = None
-        self.bias_module: nn.Module | None = None
-        if kind == "sinusoidal":
-            self.embedding = SinusoidalPositionalEncoding(d_model, max_len=max_len, **factory)
-        elif kind == "learned":
-            self.embedding = LearnedPositionalEmbedding(max_len, d_model, **factory)
-        elif kind == "rotary":
-            self.rotary = RotaryEmbedding(d_model // num_heads, **factory)
-        elif kind == "alibi":
-            self.bias_module = ALiBi(num_heads, causal=causal)
-        else:
-            self.bias_module = RelativePositionBias(num_heads, bidirectional=not causal, **factory)
-
-    def embed(self, x: Tensor, offset: int = 0) -> Tensor:
-        """Token embeddings plus position embeddings (unchanged for rotary and biases)."""
-        return x if self.embedding is None else self.embedding(x, offset)
-
-    def bias(self, lq: int, lk: int, x: Tensor) -> Tensor | None:
-        """The ``(1, H, Lq, Lk)`` bias for the last ``lq`` of ``lk`` positions, or None."""
-        if self.bias_module is None:
-            return None
-        return self.bias_module(lq, lk, offset=lk - lq).to(device=x.device, dtype=x.dtype)
-
-
-class _TokenEmbedding(nn.Embedding):
-    """Embedding scaled by ``sqrt(d_model)`` (Vaswani et al. 3.4), N(0, 1/d) initialised."""
-
-    def __init__(self, vocab: int, d_model: int, pad_id: int, factory: dict) -> None:
-        super().__init__(vocab, d_model, padding_idx=pad_id, **factory)
-        nn.init.normal_(self.weight, std=d_model**-0.5)
-        with torch.no_grad():
-            self.weight[pad_id].zero_()
-        self.scale = math.sqrt(d_model)
-
-    def forward(self, ids: Tensor) -> Tensor:  # noqa: D102
-        return super().forward(ids) * self.scale
 
 
 @dataclass
@@ -168,9 +120,15 @@ class TransformerSeq2Seq(nn.Module):
             raise ValueError(
                 f"positions must be sinusoidal, learned or rotary here; got {positions!r}"
             )
-        factory = {"device": device, "dtype": dtype}
-        self.pad_id = pad_id
-        self.positions = _Positions(positions, d_model, num_heads, max_len, False, factory)
+        factory = factory_kwargs(device, dtype)
+        self.src_vocab = src_vocab = as_positive("src_vocab", src_vocab)
+        self.tgt_vocab = tgt_vocab = as_positive("tgt_vocab", tgt_vocab)
+        d_model, num_heads = check_heads("d_model", d_model, num_heads)
+        encoder_layers = as_positive("encoder_layers", encoder_layers)
+        decoder_layers = as_positive("decoder_layers", decoder_layers)
+        dropout = probability("dropout", dropout)
+        self.pad_id = check_token_id("pad_id", pad_id, min(src_vocab, tgt_vocab))
+        self.positions = PositionScheme(positions, d_model, num_heads, max_len, False, factory)
         layer = {
             "dropout": dropout,
             "attention_dropout": attention_dropout,
@@ -179,8 +137,8 @@ class TransformerSeq2Seq(nn.Module):
             "rotary": self.positions.rotary,
             **factory,
         }
-        self.src_embed = _TokenEmbedding(src_vocab, d_model, pad_id, factory)
-        self.tgt_embed = _TokenEmbedding(tgt_vocab, d_model, pad_id, factory)
+        self.src_embed = TokenEmbedding(src_vocab, d_model, pad_id, factory)
+        self.tgt_embed = TokenEmbedding(tgt_vocab, d_model, pad_id, factory)
         self.encoder = TransformerEncoder(encoder_layers, d_model, num_heads, ff_dim, **layer)
         self.decoder = TransformerDecoder(decoder_layers, d_model, num_heads, ff_dim, **layer)
         self.output = nn.Linear(d_model, tgt_vocab, bias=False, **factory)
@@ -190,7 +148,10 @@ class TransformerSeq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> TransformerMemory:
         """Encoder states and the source key mask."""
-        check_source(src, src_lengths)
+        check_source(src, src_lengths, self.src_vocab)
+        return self._encode(src, src_lengths)
+
+    def _encode(self, src: Tensor, src_lengths: Tensor) -> TransformerMemory:
         mask = torch.arange(src.shape[1], device=src.device) < src_lengths.unsqueeze(-1)
         x = self.dropout(self.positions.embed(self.src_embed(src)))
         return TransformerMemory(self.encoder(x, mask=mask).last_hidden, mask)
@@ -232,7 +193,9 @@ class TransformerSeq2Seq(nn.Module):
         self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, *, need_weights: bool = False
     ) -> StepOutput:
         """Teacher-forced decoding of ``tgt_in`` (BOS + target without its last token)."""
-        return self._decode(tgt_in, self.encode(src, src_lengths), 0, need_weights, None)
+        check_source(src, src_lengths, self.src_vocab)
+        check_target("tgt_in", tgt_in, self.tgt_vocab, src.shape[0])
+        return self._decode(tgt_in, self._encode(src, src_lengths), 0, need_weights, None)
 
     def loss(
         self,
@@ -244,6 +207,7 @@ class TransformerSeq2Seq(nn.Module):
         label_smoothing: float = 0.0,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Label-smoothed loss per target token, summed NLL and token count."""
+        check_target("tgt_out", tgt_out, self.tgt_vocab)
         logits = self(src, src_lengths, tgt_in).logits
         loss, nll, count, _ = sequence_loss(
             logits, tgt_out, pad_id=self.pad_id, label_smoothing=label_smoothing
@@ -292,10 +256,13 @@ class TransformerLM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.pad_id = pad_id
-        self.positions = _Positions(positions, d_model, num_heads, max_len, True, factory)
-        self.embed = _TokenEmbedding(vocab, d_model, pad_id, factory)
+        factory = factory_kwargs(device, dtype)
+        self.vocab = vocab = as_positive("vocab", vocab)
+        d_model, num_heads = check_heads("d_model", d_model, num_heads)
+        layers, dropout = as_positive("layers", layers), probability("dropout", dropout)
+        self.pad_id = check_token_id("pad_id", pad_id, vocab)
+        self.positions = PositionScheme(positions, d_model, num_heads, max_len, True, factory)
+        self.embed = TokenEmbedding(vocab, d_model, pad_id, factory)
         self.blocks = TransformerEncoder(
             layers,
             d_model,
@@ -330,8 +297,17 @@ class TransformerLM(nn.Module):
             need_weights: also return one ``(B, H, T, T_total)`` per layer.
             cache: per-layer caches from :meth:`new_cache`, extended in place.
         """
-        if ids.dim() != 2:
-            raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
+        check_ids("ids", ids, self.vocab, dims=2, layout="(B, T)")
+        if cache is not None and len(cache) != len(self.blocks.layers):
+            raise ValueError(
+                f"cache must hold one KVCache per layer ({len(self.blocks.layers)}), got "
+                f"{len(cache)}; start one with new_cache()"
+            )
+        return self._forward(ids, mask, need_weights, cache)
+
+    def _forward(
+        self, ids: Tensor, mask: Tensor | None, need_weights: bool, cache: list[KVCache] | None
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         offset = 0 if cache is None else cache[0].length
         x = self.dropout(self.positions.embed(self.embed(ids), offset))
         bias = self.positions.bias(ids.shape[1], offset + ids.shape[1], x)
@@ -353,21 +329,35 @@ class TransformerLM(nn.Module):
     ) -> Tensor:
         """Continue ``prompt (B, T)`` by ``max_new_tokens``, reusing the KV cache.
 
+        Args:
+            prompt: ``(B, T)`` ids, ``T >= 1``.
+            max_new_tokens: tokens to add (0 returns the prompt).
+            temperature: divides the logits before sampling (> 0).
+            top_k: sample among the ``top_k`` likeliest tokens (>= 1; one above the
+                vocabulary keeps them all); None samples from all.
+            greedy: take the argmax instead of sampling.
+            generator: random source of the sampling.
+
         Returns:
             ``(B, T + max_new_tokens)`` ids.
         """
-        if prompt.dim() != 2 or prompt.shape[1] < 1:
+        check_ids("prompt", prompt, self.vocab, dims=2, layout="(B, T)")
+        if prompt.shape[1] < 1:
             raise ValueError(f"prompt must be (B, T) with T >= 1, got {tuple(prompt.shape)}")
+        max_new_tokens = as_size("max_new_tokens", max_new_tokens)
+        temperature = positive_float("temperature", temperature)
+        top_k = optional_size("top_k", top_k)
         was_training = self.training
         self.eval()
         cache, ids, step_input = self.new_cache(), prompt, prompt
         try:
             for _ in range(max_new_tokens):
-                logits = self(step_input, cache=cache)[0][:, -1].float()
+                # Unchecked: after the prompt, the ids come from the model itself.
+                logits = self._forward(step_input, None, False, cache)[0][:, -1].float()
                 if greedy:
                     token = logits.argmax(-1, keepdim=True)
                 else:
-                    logits = logits / max(temperature, 1e-6)
+                    logits = logits / temperature
                     if top_k is not None:
                         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
                         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -6,25 +6,32 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.functional import AttentionOutput, Score, attention
+from attnlab.nn._checks import check_input, check_tensor, parameter_dtype
+
+DType = torch.dtype | None
 
 
-def check_features(name: str, t: Tensor, size: int, dims: tuple[int, ...]) -> None:
-    """One-line errors for a wrong rank, feature size or dtype at the module boundary."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+def check_features(
+    owner: nn.Module, name: str, t: Tensor, size: int, dims: tuple[int, ...], dtype: DType
+) -> None:
+    """One-line errors for a wrong type, rank, feature size or dtype at the module boundary.
+
+    ``dtype`` is the parameters' (see :func:`~attnlab.nn._checks.check_input`).
+    """
+    check_tensor(name, t)
     if t.dim() not in dims:
         shapes = " or ".join({2: "(B, D)", 3: "(B, L, D)"}[d] for d in dims)
         raise ValueError(f"{name} must be {shapes}, got shape {tuple(t.shape)}")
     if t.shape[-1] != size:
         raise ValueError(f"{name} must have {size} features in its last dim, got {t.shape[-1]}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+    check_input(owner, name, t, dtype)
 
 
 def module_mask(mask: Tensor | None) -> Tensor | None:
     """Accept a key mask ``(B, Lk)`` or a full mask ``(B, Lq, Lk)``; True = may attend."""
     if mask is None:
         return None
+    check_tensor("mask", mask)
     if mask.dtype != torch.bool:
         raise TypeError(
             f"mask must be boolean with True = may attend; got {mask.dtype}. Build one with "
@@ -68,6 +75,7 @@ def attend(
 
 
 def attend_source(
+    owner: nn.Module,
     query: Tensor,
     keys: Tensor,
     values: Tensor | None,
@@ -83,6 +91,7 @@ def attend_source(
     """Forward of an encoder-decoder attention module: checks, default values, core.
 
     Args:
+        owner: the module (its parameters' dtype is the inputs' dtype).
         query: ``(B, Lq, Dq)`` or ``(B, Dq)``.
         keys: ``(B, Lk, Dk)``, or the module's prepared keys.
         values: ``(B, Lk, Dv)``; None means the keys themselves.
@@ -94,7 +103,8 @@ def attend_source(
         keys_prepared: ``keys`` came from the module's ``prepare_keys``.
         projected_keys: prepared keys are projections (so they cannot double as values).
     """
-    check_features("query", query, query_size, (2, 3))
+    dtype = parameter_dtype(owner)
+    check_features(owner, "query", query, query_size, (2, 3), dtype)
     if values is None:
         if keys_prepared and projected_keys:
             raise ValueError(
@@ -102,8 +112,12 @@ def attend_source(
                 "not the source states to average"
             )
         values = keys
-    if not keys_prepared:
-        check_features("keys", keys, key_size, (3,))
+    else:
+        check_input(owner, "values", values, dtype)
+    if keys_prepared:
+        check_input(owner, "keys", keys, dtype)
+    else:
+        check_features(owner, "keys", keys, key_size, (3,), dtype)
     return attend(
         query,
         keys,
@@ -133,7 +147,7 @@ class SourceAttention(nn.Module):
 
     def prepare_keys(self, keys: Tensor) -> Tensor:
         """Keys in the space the score compares, computed once per source sequence."""
-        check_features("keys", keys, self.key_size, (3,))
+        check_features(self, "keys", keys, self.key_size, (3,), parameter_dtype(self))
         return self.score().prepare_keys(keys)
 
     def forward(
@@ -148,6 +162,7 @@ class SourceAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` over ``keys``; returns ``(context, weights | None)``."""
         return attend_source(
+            self,
             query,
             keys,
             values,

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attnlab.functional import Additive
+from attnlab.nn._checks import as_positive, factory_kwargs
 from attnlab.nn._common import SourceAttention
 
 
@@ -51,8 +52,10 @@ class AdditiveAttention(SourceAttention):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.query_size, self.key_size, self.hidden_size = query_size, key_size, hidden_size
+        factory = factory_kwargs(device, dtype)
+        self.query_size = query_size = as_positive("query_size", query_size)
+        self.key_size = key_size = as_positive("key_size", key_size)
+        self.hidden_size = hidden_size = as_positive("hidden_size", hidden_size)
         self.query_proj = nn.Linear(query_size, hidden_size, bias=False, **factory)
         self.key_proj = nn.Linear(key_size, hidden_size, bias=bias, **factory)
         self.v = nn.Parameter(torch.empty(hidden_size, **factory))

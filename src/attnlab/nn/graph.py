@@ -16,7 +16,8 @@ The sparse path is scatter-based (:func:`attnlab.functional.graph.segment_softma
 ``dense=True`` computes the same layer over an ``(N, N)`` adjacency through the library's
 core (:func:`attnlab.functional.attention`), for small graphs and as a cross-check.
 Duplicate edges count once per copy (as in PyG). A node without incoming edges (no
-self-loops) outputs the bias alone. :meth:`GATConv.from_pyg` / :meth:`GATv2Conv.from_pyg`
+self-loops) outputs the bias alone; a graph without nodes gives an empty ``(0, H * C)``
+output and ``(0, H)`` weights. :meth:`GATConv.from_pyg` / :meth:`GATv2Conv.from_pyg`
 copy the weights of PyTorch Geometric's layers.
 """
 
@@ -39,6 +40,15 @@ from attnlab.functional.graph import (
     segment_softmax,
 )
 from attnlab.functional.scores import Zero
+from attnlab.nn._checks import (
+    as_positive,
+    check_input,
+    check_tensor,
+    factory_kwargs,
+    parameter_dtype,
+    probability,
+    real,
+)
 
 __all__ = ["GATConv", "GATv2Conv"]
 
@@ -68,19 +78,15 @@ class _GraphAttention(nn.Module):
         factory: dict,
     ) -> None:
         super().__init__()
-        if min(in_channels, out_channels, heads) < 1:
-            raise ValueError(
-                f"in_channels, out_channels and heads must be positive; got {in_channels}, "
-                f"{out_channels}, {heads}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if attention not in ("learned", "uniform"):
             raise ValueError(f"attention must be 'learned' or 'uniform', got {attention!r}")
-        self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
-        self.concat, self.negative_slope, self.dropout = concat, negative_slope, dropout
-        self.add_self_loops, self.attention = add_self_loops, attention
-        size = heads * out_channels if concat else out_channels
+        self.in_channels = as_positive("in_channels", in_channels)
+        self.out_channels = as_positive("out_channels", out_channels)
+        self.heads = as_positive("heads", heads)
+        self.negative_slope = real("negative_slope", negative_slope)
+        self.dropout = probability("dropout", dropout)
+        self.concat, self.add_self_loops, self.attention = concat, add_self_loops, attention
+        size = self.heads * self.out_channels if concat else self.out_channels
         self.bias = nn.Parameter(torch.zeros(size, **factory)) if bias else None
 
     def extra_repr(self) -> str:
@@ -115,11 +121,11 @@ class _GraphAttention(nn.Module):
                 the edges after self-loops were added and their pre-dropout coefficients.
             dense: compute through an ``(N, N)`` adjacency (small graphs; same result).
         """
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_channels:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must be (N, {self.in_channels}) node features, got {shape}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating tensor, got {x.dtype}")
+        if check_tensor("x", x).dim() != 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"x must be (N, {self.in_channels}) node features, got {tuple(x.shape)}"
+            )
+        check_input(self, "x", x, parameter_dtype(self))
         n = x.shape[0]
         check_edge_index(edge_index, n)
         if self.add_self_loops:
@@ -127,7 +133,7 @@ class _GraphAttention(nn.Module):
         values, q_src, q_dst = self._project(x)
         run = self._dense if dense else self._sparse
         out, alpha = run(values, q_src, q_dst, edge_index)
-        out = out.reshape(n, -1) if self.concat else out.mean(dim=1)
+        out = out.reshape(n, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
         if self.bias is not None:
             out = out + self.bias
         return (out, (edge_index, alpha)) if return_attention_weights else out
@@ -219,7 +225,7 @@ class GATConv(_GraphAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        factory = {"device": device, "dtype": dtype}
+        factory = factory_kwargs(device, dtype)
         super().__init__(
             in_channels,
             out_channels,
@@ -232,7 +238,8 @@ class GATConv(_GraphAttention):
             attention=attention,
             factory=factory,
         )
-        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False, **factory)
+        heads, out_channels = self.heads, self.out_channels
+        self.lin = nn.Linear(self.in_channels, heads * out_channels, bias=False, **factory)
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels, **factory))
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels, **factory))
         nn.init.xavier_uniform_(self.lin.weight)
@@ -240,7 +247,7 @@ class GATConv(_GraphAttention):
         _glorot(self.att_dst)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h = self.lin(x).view(-1, self.heads, self.out_channels)
+        h = self.lin(x).view(x.shape[0], self.heads, self.out_channels)
         return h, (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)
 
     def _combine(self, src: Tensor, dst: Tensor) -> Tensor:
@@ -306,7 +313,7 @@ class GATv2Conv(_GraphAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        factory = {"device": device, "dtype": dtype}
+        factory = factory_kwargs(device, dtype)
         super().__init__(
             in_channels,
             out_channels,
@@ -319,9 +326,9 @@ class GATv2Conv(_GraphAttention):
             attention=attention,
             factory=factory,
         )
-        size = heads * out_channels
-        self.lin_l = nn.Linear(in_channels, size, bias=bias, **factory)
-        self.lin_r = nn.Linear(in_channels, size, bias=bias, **factory)
+        heads, out_channels = self.heads, self.out_channels
+        self.lin_l = nn.Linear(self.in_channels, heads * out_channels, bias=bias, **factory)
+        self.lin_r = nn.Linear(self.in_channels, heads * out_channels, bias=bias, **factory)
         self.att = nn.Parameter(torch.empty(1, heads, out_channels, **factory))
         for lin in (self.lin_l, self.lin_r):
             nn.init.xavier_uniform_(lin.weight)
@@ -330,8 +337,9 @@ class GATv2Conv(_GraphAttention):
         _glorot(self.att)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h_l = self.lin_l(x).view(-1, self.heads, self.out_channels)
-        h_r = self.lin_r(x).view(-1, self.heads, self.out_channels)
+        shape = (x.shape[0], self.heads, self.out_channels)
+        h_l = self.lin_l(x).view(shape)
+        h_r = self.lin_r(x).view(shape)
         return h_l, h_l, h_r
 
     def _combine(self, src: Tensor, dst: Tensor) -> Tensor:

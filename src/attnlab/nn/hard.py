@@ -12,6 +12,7 @@ from attnlab.functional.hard import (
     log_prob_and_entropy,
     sample_one_hot,
 )
+from attnlab.nn._checks import check_tensor, positive_float, probability
 
 HardEstimator = Literal["reinforce", "gumbel"]
 HardEvaluation = Literal["argmax", "expectation"]
@@ -75,14 +76,18 @@ class HardAttention(nn.Module):
         evaluation: HardEvaluation = "argmax",
     ) -> None:
         super().__init__()
+        if not isinstance(attention, nn.Module):
+            raise TypeError(
+                f"attention must be a soft attention nn.Module (e.g. LuongAttention), got "
+                f"{type(attention).__name__}"
+            )
         if estimator not in ("reinforce", "gumbel"):
             raise ValueError(f"estimator must be 'reinforce' or 'gumbel'; got {estimator!r}")
         if evaluation not in ("argmax", "expectation"):
             raise ValueError(f"evaluation must be 'argmax' or 'expectation'; got {evaluation!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {temperature!r}")
         self.attention, self.estimator = attention, estimator
-        self.temperature, self.evaluation = temperature, evaluation
+        self.temperature = positive_float("temperature", temperature)
+        self.evaluation = evaluation
 
     def prepare_keys(self, keys: Tensor) -> Tensor:
         """Delegates to the wrapped module."""
@@ -152,16 +157,14 @@ class MovingAverageBaseline(nn.Module):
 
     def __init__(self, momentum: float = 0.9) -> None:
         super().__init__()
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
-        self.momentum = momentum
+        self.momentum = probability("momentum", momentum)
         self.register_buffer("value", torch.zeros(()))
         self.register_buffer("started", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
     def update(self, reward: Tensor) -> Tensor:
         """Fold in a batch of rewards and return the new baseline."""
-        mean = reward.detach().float().mean()
+        mean = check_tensor("reward", reward).detach().float().mean()
         if bool(self.started):
             self.value.mul_(self.momentum).add_((1 - self.momentum) * mean)
         else:

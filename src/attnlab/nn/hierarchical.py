@@ -7,6 +7,14 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from attnlab.nn._checks import (
+    as_positive,
+    check_input,
+    check_tensor,
+    factory_kwargs,
+    optional_size,
+    parameter_dtype,
+)
 from attnlab.nn.pooling import AttentionPooling
 
 _POOLINGS = ("attention", "last")
@@ -27,15 +35,15 @@ class HierarchicalWeights(NamedTuple):
     sentences: Tensor
 
 
-def _check_inputs(inputs: Tensor, mask: Tensor | None, size: int, shape: str) -> Tensor:
+def _check_inputs(
+    owner: nn.Module, inputs: Tensor, mask: Tensor | None, size: int, shape: str
+) -> Tensor:
     """One-line errors for bad inputs or masks; returns the mask (all True when None)."""
     dims = len(shape.split(",")) + 1
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    check_tensor("inputs", inputs)
     if inputs.dim() != dims or inputs.shape[-1] != size:
         raise ValueError(f"inputs must be ({shape}, {size}), got shape {tuple(inputs.shape)}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be a floating tensor, got {inputs.dtype}")
+    check_input(owner, "inputs", inputs, parameter_dtype(owner))
     if mask is None:
         return torch.ones(inputs.shape[:-1], dtype=torch.bool, device=inputs.device)
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
@@ -117,8 +125,11 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         if pooling not in _POOLINGS:
             raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
-        factory = {"device": device, "dtype": dtype}
-        self.input_size, self.hidden_size, self.pooling = input_size, hidden_size, pooling
+        factory = factory_kwargs(device, dtype)
+        self.input_size = input_size = as_positive("input_size", input_size)
+        self.hidden_size = hidden_size = as_positive("hidden_size", hidden_size)
+        attention_size = optional_size("attention_size", attention_size)
+        self.pooling = pooling
         self.output_size = 2 * hidden_size
         self.forward_rnn = nn.GRU(input_size, hidden_size, batch_first=True, **factory)
         self.backward_rnn = nn.GRU(input_size, hidden_size, batch_first=True, **factory)
@@ -140,7 +151,7 @@ class SequenceEncoder(nn.Module):
         self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """Encode and pool; returns ``(vector, weights | None)``."""
-        mask = _check_inputs(inputs, mask, self.input_size, "B, L")
+        mask = _check_inputs(self, inputs, mask, self.input_size, "B, L")
         lengths = _lengths(mask, "in each row, real positions come first")
         states = self.states(inputs, lengths)
         if self.attention is not None:
@@ -214,10 +225,11 @@ class HierarchicalAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.input_size, self.hidden_size = input_size, hidden_size
+        factory = factory_kwargs(device, dtype)
+        self.input_size = input_size = as_positive("input_size", input_size)
+        self.hidden_size = hidden_size = as_positive("hidden_size", hidden_size)
         self.output_size = 2 * hidden_size
-        self.attention_size = attention_size or self.output_size
+        self.attention_size = optional_size("attention_size", attention_size) or self.output_size
         level = {"attention_size": self.attention_size, **factory}
         self.words = SequenceEncoder(input_size, hidden_size, **level)
         self.sentences = SequenceEncoder(self.output_size, hidden_size, **level)
@@ -226,7 +238,7 @@ class HierarchicalAttention(nn.Module):
         self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
     ) -> tuple[Tensor, HierarchicalWeights | None]:
         """Encode documents; returns ``(document, HierarchicalWeights | None)``."""
-        mask = _check_inputs(inputs, mask, self.input_size, "B, S, W")
+        mask = _check_inputs(self, inputs, mask, self.input_size, "B, S, W")
         words = _lengths(mask, "in each sentence, real words come first")
         real_sentences = words > 0
         _lengths(real_sentences, "empty (all-padding) sentences must come after every real one")

@@ -24,6 +24,14 @@ from attnlab.functional.linear import (
     draw_orthogonal_features,
     linear_attention,
 )
+from attnlab.nn._checks import (
+    as_positive,
+    check_heads,
+    check_input,
+    check_tensor,
+    factory_kwargs,
+    optional_size,
+)
 
 __all__ = ["LinearAttention", "default_num_features"]
 
@@ -94,10 +102,12 @@ class LinearAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_config(embed_dim, num_heads, feature_map, num_features, redraw_interval)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-        factory = {"device": device, "dtype": dtype}
+        factory = factory_kwargs(device, dtype)
+        embed_dim, num_heads = check_heads("embed_dim", embed_dim, num_heads)
+        _check_feature_options(feature_map, num_features, redraw_interval)
+        num_features = optional_size("num_features", num_features)
+        redraw_interval = optional_size("redraw_interval", redraw_interval)
+        chunk_size = as_positive("chunk_size", chunk_size)
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.head_dim = embed_dim // num_heads
         self.feature_map, self.causal, self.chunk_size = feature_map, causal, chunk_size
@@ -188,9 +198,9 @@ class LinearAttention(nn.Module):
         return x.view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
 
     def _check(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
+        dtype = self.q_proj.weight.dtype
         for name, t in (("query", query), ("key", key), ("value", value)):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            check_input(self, name, t, dtype)
             if t.dim() != 3 or t.shape[-1] != self.embed_dim:
                 raise ValueError(
                     f"{name} must be batch-first (B, L, {self.embed_dim}); got {tuple(t.shape)}"
@@ -205,10 +215,8 @@ class LinearAttention(nn.Module):
                 f"causal linear attention is self-attention: Lq must equal Lk, got "
                 f"{query.shape[1]} and {key.shape[1]}"
             )
-        if mask is not None and (
-            not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 2
-        ):
-            got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else mask
+        if mask is not None and (check_tensor("mask", mask).dtype != torch.bool or mask.dim() != 2):
+            got = f"{mask.dtype} {tuple(mask.shape)}"
             raise ValueError(
                 f"mask must be a boolean key mask (B, Lk), True = may attend; got {got}. "
                 "Convert torch's key_padding_mask (True = ignore) with ~mask"
@@ -225,28 +233,12 @@ class LinearAttention(nn.Module):
         )
 
 
-def _check_config(
-    embed_dim: int,
-    num_heads: int,
-    feature_map: str,
-    num_features: int | None,
-    redraw_interval: int | None,
+def _check_feature_options(
+    feature_map: str, num_features: int | None, redraw_interval: int | None
 ) -> None:
-    if min(embed_dim, num_heads) < 1:
-        raise ValueError(f"embed_dim and num_heads must be positive; got {embed_dim}, {num_heads}")
-    if embed_dim % num_heads:
-        raise ValueError(
-            f"embed_dim {embed_dim} does not divide into {num_heads} heads; choose "
-            "num_heads among the divisors of embed_dim"
-        )
     if feature_map not in FEATURE_MAPS:
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
     if feature_map != "favor" and (num_features is not None or redraw_interval is not None):
         raise ValueError(
             "num_features and redraw_interval are FAVOR+ options; pass feature_map='favor'"
         )
-    for name, value in (("num_features", num_features), ("redraw_interval", redraw_interval)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")

@@ -13,6 +13,13 @@ from attnlab.functional.local import (
     monotonic_centres,
     window_mask,
 )
+from attnlab.nn._checks import (
+    check_input,
+    check_tensor,
+    factory_kwargs,
+    optional_size,
+    parameter_dtype,
+)
 from attnlab.nn._common import check_features
 from attnlab.nn.luong import LuongAttention
 
@@ -71,7 +78,8 @@ class LocalAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory = factory_kwargs(device, dtype)
+        position_hidden = optional_size("position_hidden", position_hidden)
         if mode not in ("monotonic", "predictive"):
             raise ValueError(f"mode must be 'monotonic' or 'predictive'; got {mode!r}")
         if score not in ("dot", "general", "concat"):
@@ -126,11 +134,13 @@ class LocalAttention(nn.Module):
         keys_prepared: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` over the window of ``keys``; ``(context, weights | None)``."""
-        check_features("query", query, self.query_size, (2, 3))
+        dtype = parameter_dtype(self)
+        check_features(self, "query", query, self.query_size, (2, 3), dtype)
+        check_input(self, "keys", keys, dtype)
         single = query.dim() == 2
         q = query.unsqueeze(1) if single else query
         batch, lk = keys.shape[0], keys.shape[1]
-        if mask is not None and (mask.dim() != 2 or mask.dtype != torch.bool):
+        if mask is not None and (check_tensor("mask", mask).dim() != 2 or mask.dtype != torch.bool):
             raise ValueError(
                 "local attention takes a boolean key mask (B, Lk), True = real source token; "
                 f"got {mask.dtype} of shape {tuple(mask.shape)}"

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from attnlab.functional import Additive, Dot, General, Location, Score
+from attnlab.nn._checks import as_positive, factory_kwargs, optional_size
 from attnlab.nn._common import SourceAttention
 
 LuongScore = Literal["dot", "general", "concat", "location"]
@@ -62,8 +63,11 @@ class LuongAttention(SourceAttention):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        key_size = query_size if key_size is None else key_size
+        factory = factory_kwargs(device, dtype)
+        query_size = as_positive("query_size", query_size)
+        key_size = query_size if key_size is None else as_positive("key_size", key_size)
+        hidden_size = optional_size("hidden_size", hidden_size)
+        max_source_len = optional_size("max_source_len", max_source_len)
         if score not in LUONG_SCORES:
             raise ValueError(f"score must be one of {LUONG_SCORES}, got {score!r}")
         if score == "dot" and key_size != query_size:

@@ -27,6 +27,15 @@ from torch import Tensor, nn
 from attnlab.functional import attention
 from attnlab.functional.attention import Backend
 from attnlab.masks.patterns import SparsePattern
+from attnlab.nn._checks import (
+    as_positive,
+    check_backend,
+    check_heads,
+    check_input,
+    check_tensor,
+    factory_kwargs,
+    probability,
+)
 
 __all__ = ["KVCache", "MultiHeadAttention"]
 
@@ -111,30 +120,29 @@ class MultiHeadAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kv_heads = num_heads if kv_heads is None else kv_heads
-        if min(embed_dim, num_heads, kv_heads) < 1:
-            raise ValueError(
-                f"embed_dim, num_heads and kv_heads must be positive; got {embed_dim}, "
-                f"{num_heads}, {kv_heads}"
-            )
-        if embed_dim % num_heads:
-            raise ValueError(
-                f"embed_dim {embed_dim} does not divide into {num_heads} heads; choose "
-                "num_heads among the divisors of embed_dim"
-            )
+        factory = factory_kwargs(device, dtype)
+        embed_dim, num_heads = check_heads("embed_dim", embed_dim, num_heads)
+        kv_heads = num_heads if kv_heads is None else as_positive("kv_heads", kv_heads)
         if num_heads % kv_heads:
             raise ValueError(
                 f"num_heads {num_heads} does not divide into kv_heads {kv_heads} groups; "
                 "choose kv_heads among the divisors of num_heads"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        factory = {"device": device, "dtype": dtype}
+        if rotary is not None and not isinstance(rotary, nn.Module):
+            raise TypeError(
+                f"rotary must be a RotaryEmbedding or None, got {type(rotary).__name__}"
+            )
+        if pattern is not None and not isinstance(pattern, SparsePattern):
+            raise TypeError(
+                f"pattern must be a SparsePattern (attnlab.masks.patterns) or None, got "
+                f"{type(pattern).__name__}"
+            )
         self.embed_dim, self.num_heads, self.kv_heads = embed_dim, num_heads, kv_heads
         self.head_dim = embed_dim // num_heads
-        self.kdim = embed_dim if kdim is None else kdim
-        self.vdim = embed_dim if vdim is None else vdim
-        self.dropout, self.backend, self.rotary = dropout, backend, rotary
+        self.kdim = embed_dim if kdim is None else as_positive("kdim", kdim)
+        self.vdim = embed_dim if vdim is None else as_positive("vdim", vdim)
+        self.dropout = probability("dropout", dropout)
+        self.backend, self.rotary = check_backend(backend), rotary
         self.pattern = pattern
         kv_size = kv_heads * self.head_dim
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
@@ -230,13 +238,13 @@ class MultiHeadAttention(nn.Module):
         return k, v
 
     def _check(self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None) -> None:
+        dtype = self.q_proj.weight.dtype
         for name, t, size in (
             ("query", query, self.embed_dim),
             ("key", key, self.kdim),
             ("value", value, self.vdim),
         ):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            check_input(self, name, t, dtype)
             if t.dim() != 3 or t.shape[-1] != size:
                 raise ValueError(
                     f"{name} must be batch-first (B, L, {size}); got shape {tuple(t.shape)}"
@@ -246,6 +254,8 @@ class MultiHeadAttention(nn.Module):
                 f"query, key and value must share B (and key/value L); got "
                 f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
             )
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
         if cache is not None and cache.key is not None and cache.key.shape[0] != query.shape[0]:
             raise ValueError(
                 f"the KV cache holds a batch of {cache.key.shape[0]} but the query has "
@@ -346,7 +356,7 @@ def _heads_mask(mask: Tensor | None) -> Tensor | None:
     """A module mask (key ``(B, Lk)``, ``(B, Lq, Lk)`` or 4-D) in the core's 4-D layout."""
     if mask is None:
         return None
-    if mask.dtype != torch.bool:
+    if check_tensor("mask", mask).dtype != torch.bool:
         raise TypeError(
             f"mask must be boolean with True = may attend; got {mask.dtype}. Convert torch's "
             "masks with attnlab.masks.from_key_padding_mask / from_torch_attn_mask"

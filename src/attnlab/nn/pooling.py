@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.functional import Zero
+from attnlab.nn._checks import as_positive, factory_kwargs, optional_size
 from attnlab.nn._common import attend, check_features
 
 
@@ -53,8 +54,10 @@ class AttentionPooling(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.input_size, self.query = input_size, query
+        factory = factory_kwargs(device, dtype)
+        self.input_size = input_size = as_positive("input_size", input_size)
+        hidden_size = optional_size("hidden_size", hidden_size)
+        self.query = query
         self.hidden_size = (hidden_size or input_size) if query else 1
         self.proj = nn.Linear(input_size, self.hidden_size, **factory)
         self.context = nn.Parameter(torch.empty(self.hidden_size, **factory)) if query else None
@@ -70,7 +73,7 @@ class AttentionPooling(nn.Module):
         self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """Pool ``inputs``; returns ``(context, weights | None)``."""
-        check_features("inputs", inputs, self.input_size, (3,))
+        check_features(self, "inputs", inputs, self.input_size, (3,), self.proj.weight.dtype)
         # The scores depend on each position alone: they enter the core as a bias
         # with no content term, so masking and empty rows follow the core's rules.
         bias = self.logits(inputs).unsqueeze(1)

@@ -15,27 +15,26 @@ import math
 import torch
 from torch import Tensor, nn
 
+from attnlab.nn._checks import (
+    as_positive,
+    as_size,
+    check_tensor,
+    factory_kwargs,
+    probability,
+    real,
+)
+
 Device = torch.device | str | None
 DType = torch.dtype | None
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _check_dropout(p: float) -> None:
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {p}")
-
-
 def _check_input(x: Tensor, dim: int, offset: int, layout: str = "B, L") -> None:
-    if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[-1] != dim:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be ({layout}, {dim}), got {shape}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
+    # Any floating dtype is fine: the encodings are cast to x's dtype.
+    if check_tensor("x", x).dim() < 2 or x.shape[-1] != dim:
+        raise ValueError(f"x must be ({layout}, {dim}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor, got {x.dtype}")
+    as_size("offset", offset)
 
 
 def _sinusoids(length: int, dim: int, device: Device) -> Tensor:
@@ -82,12 +81,12 @@ class SinusoidalPositionalEncoding(nn.Module):
         dtype: DType = None,
     ) -> None:
         super().__init__()
-        _check_positive(dim=dim, max_len=max_len)
-        _check_dropout(dropout)
+        factory_kwargs(device, dtype)
+        dim, max_len = as_positive("dim", dim), as_positive("max_len", max_len)
         if dim % 2:
             raise ValueError(f"dim must be even (sin/cos pairs), got {dim}")
         self.dim, self.max_len = dim, max_len
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(probability("dropout", dropout))
         pe = _sinusoids(max_len, dim, device).to(dtype or torch.get_default_dtype())
         self.register_buffer("pe", pe, persistent=False)
 
@@ -135,12 +134,12 @@ class LearnedPositionalEmbedding(nn.Module):
         dtype: DType = None,
     ) -> None:
         super().__init__()
-        _check_positive(max_len=max_len, dim=dim)
-        _check_dropout(dropout)
-        self.max_len, self.dim = max_len, dim
-        self.embedding = nn.Embedding(max_len, dim, device=device, dtype=dtype)
+        factory = factory_kwargs(device, dtype)
+        self.max_len = max_len = as_positive("max_len", max_len)
+        self.dim = dim = as_positive("dim", dim)
+        self.embedding = nn.Embedding(max_len, dim, **factory)
         nn.init.normal_(self.embedding.weight, std=0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(probability("dropout", dropout))
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """Add the embeddings of positions ``offset .. offset + L - 1`` to ``x``."""
@@ -201,10 +200,11 @@ class RotaryEmbedding(nn.Module):
         self, head_dim: int, *, base: float = 10000.0, device: Device = None, dtype: DType = None
     ) -> None:
         super().__init__()
-        _check_positive(head_dim=head_dim)
+        factory_kwargs(device, dtype)
+        head_dim = as_positive("head_dim", head_dim)
         if head_dim % 2:
             raise ValueError(f"head_dim must be even (rotated pairs), got {head_dim}")
-        if not base > 1.0:
+        if not real("base", base) > 1.0:
             raise ValueError(f"base must be > 1, got {base}")
         self.head_dim, self.base = head_dim, float(base)
         # dtype is accepted for the uniform factory signature; frequencies stay float32.
@@ -256,7 +256,7 @@ def alibi_slopes(num_heads: int, *, device: Device = None) -> Tensor:
         >>> alibi_slopes(4)
         tensor([0.2500, 0.0625, 0.0156, 0.0039])
     """
-    _check_positive(num_heads=num_heads)
+    num_heads = as_positive("num_heads", num_heads)
 
     def power_of_2(n: int) -> list[float]:
         return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
@@ -270,9 +270,7 @@ def _relative_positions(
     lq: int, lk: int, offset: int | None, device: torch.device | str, dtype: torch.dtype
 ) -> Tensor:
     """``(Lq, Lk)`` key position minus query position, queries at ``offset ..``."""
-    for name, value in (("lq", lq), ("lk", lk)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    lq, lk = as_size("lq", lq), as_size("lk", lk)
     offset = lk - lq if offset is None else offset
     q_pos = torch.arange(offset, offset + lq, device=device, dtype=dtype)
     return torch.arange(lk, device=device, dtype=dtype)[None, :] - q_pos[:, None]
@@ -310,7 +308,8 @@ class ALiBi(nn.Module):
         self, num_heads: int, *, causal: bool = True, device: Device = None, dtype: DType = None
     ) -> None:
         super().__init__()
-        self.num_heads, self.causal = num_heads, causal
+        factory_kwargs(device, dtype)
+        self.num_heads, self.causal = as_positive("num_heads", num_heads), causal
         slopes = alibi_slopes(num_heads, device=device).to(dtype or torch.float32)
         self.register_buffer("slopes", slopes, persistent=False)
 
@@ -421,11 +420,13 @@ class RelativePositionBias(nn.Module):
         dtype: DType = None,
     ) -> None:
         super().__init__()
-        _check_positive(num_heads=num_heads)
-        self.num_heads, self.num_buckets = num_heads, num_buckets
-        self.max_distance, self.bidirectional = max_distance, bidirectional
+        factory = factory_kwargs(device, dtype)
+        self.num_heads = num_heads = as_positive("num_heads", num_heads)
+        self.num_buckets = num_buckets = as_positive("num_buckets", num_buckets)
+        self.max_distance = as_positive("max_distance", max_distance)
+        self.bidirectional = bidirectional
         self._buckets(torch.zeros(1, dtype=torch.long))  # validates the settings now
-        self.embedding = nn.Embedding(num_buckets, num_heads, device=device, dtype=dtype)
+        self.embedding = nn.Embedding(num_buckets, num_heads, **factory)
         nn.init.normal_(self.embedding.weight, std=0.02)
 
     def forward(self, lq: int, lk: int, *, offset: int | None = None) -> Tensor:

@@ -39,6 +39,15 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from attnlab.nn._checks import (
+    as_positive,
+    check_heads,
+    check_input,
+    check_tensor,
+    factory_kwargs,
+    positive_float,
+    probability,
+)
 from attnlab.nn.multihead import MultiHeadAttention
 from attnlab.nn.transformer import Activation, FeedForward
 
@@ -66,6 +75,9 @@ class ReversibleBlock(nn.Module):
 
     def __init__(self, f: nn.Module, g: nn.Module) -> None:
         super().__init__()
+        for name, sub in (("f", f), ("g", g)):
+            if not isinstance(sub, nn.Module):
+                raise TypeError(f"{name} must be an nn.Module, got {type(sub).__name__}")
         self.f, self.g = f, g
 
     def forward(self, x1: Tensor, x2: Tensor, *f_args: Any) -> tuple[Tensor, Tensor]:
@@ -245,6 +257,8 @@ class ReversibleSequence(nn.Module):
         Returns:
             ``(y1, y2)``, the last block's outputs.
         """
+        check_tensor("x1", x1)
+        check_tensor("x2", x2)
         for i, a in enumerate(f_args):
             if isinstance(a, Tensor) and a.requires_grad:
                 raise ValueError(
@@ -360,14 +374,11 @@ class ReversibleTransformerEncoder(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if num_heads < 1 or d_model % num_heads:
-            raise ValueError(
-                f"d_model {d_model} does not divide into {num_heads} heads; choose num_heads "
-                "among the divisors of d_model"
-            )
-        factory = {"device": device, "dtype": dtype}
+        factory = factory_kwargs(device, dtype)
+        num_layers = as_positive("num_layers", num_layers)
+        d_model, num_heads = check_heads("d_model", d_model, num_heads)
+        dropout = probability("dropout", dropout)
+        layer_norm_eps = positive_float("layer_norm_eps", layer_norm_eps)
         self.d_model, self.reversible = d_model, reversible
         self.layers = ReversibleSequence(
             ReversibleBlock(
@@ -397,8 +408,7 @@ class ReversibleTransformerEncoder(nn.Module):
         Returns:
             ``(B, L, E)``, the averaged streams after the final LayerNorm.
         """
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        check_input(self, "x", x, self.norm.weight.dtype)
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"x must be batch-first (B, L, {self.d_model}); got shape {tuple(x.shape)}"

@@ -19,6 +19,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from attnlab.nn._checks import (
+    as_positive,
+    check_heads,
+    check_input,
+    factory_kwargs,
+    positive_float,
+    probability,
+)
 from attnlab.nn.multihead import KVCache, MultiHeadAttention
 
 __all__ = [
@@ -62,13 +70,16 @@ class FeedForward(nn.Module):
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
             )
+        factory = factory_kwargs(device, dtype)
+        d_model, ff_dim = as_positive("d_model", d_model), as_positive("ff_dim", ff_dim)
         self.activation = activation
-        self.linear1 = nn.Linear(d_model, ff_dim, bias=bias, device=device, dtype=dtype)
-        self.linear2 = nn.Linear(ff_dim, d_model, bias=bias, device=device, dtype=dtype)
-        self.dropout = nn.Dropout(dropout)
+        self.linear1 = nn.Linear(d_model, ff_dim, bias=bias, **factory)
+        self.linear2 = nn.Linear(ff_dim, d_model, bias=bias, **factory)
+        self.dropout = nn.Dropout(probability("dropout", dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(..., d_model) -> (..., d_model)``."""
+        check_input(self, "x", x, self.linear1.weight.dtype)
         return self.linear2(self.dropout(_ACTIVATIONS[self.activation](self.linear1(x))))
 
 
@@ -76,6 +87,9 @@ class _Block(nn.Module):
     """Shared residual plumbing: ``sublayer`` wrapped in pre- or post-norm."""
 
     norm_first: bool
+
+    def _check(self, name: str, x: Tensor) -> None:
+        check_input(self, name, x, self.norm_attn.weight.dtype)
 
     def _residual(self, x: Tensor, norm: nn.LayerNorm, sublayer: Callable) -> tuple[Tensor, object]:
         out, extra = sublayer(norm(x) if self.norm_first else x)
@@ -132,13 +146,20 @@ class TransformerEncoderLayer(_Block):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory = factory_kwargs(device, dtype)
+        d_model, num_heads = check_heads("d_model", d_model, num_heads)
+        layer_norm_eps = positive_float("layer_norm_eps", layer_norm_eps)
+        dropout = probability("dropout", dropout)
+        attention_dropout, ff_dropout = (
+            dropout if p is None else probability(name, p)
+            for name, p in (("attention_dropout", attention_dropout), ("ff_dropout", ff_dropout))
+        )
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(
             d_model,
             num_heads,
             bias=bias,
-            dropout=dropout if attention_dropout is None else attention_dropout,
+            dropout=attention_dropout,
             rotary=rotary,
             **factory,
         )
@@ -146,7 +167,7 @@ class TransformerEncoderLayer(_Block):
             d_model,
             ff_dim,
             activation=activation,
-            dropout=dropout if ff_dropout is None else ff_dropout,
+            dropout=ff_dropout,
             bias=bias,
             **factory,
         )
@@ -165,6 +186,7 @@ class TransformerEncoderLayer(_Block):
         cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """One layer; returns ``(x, self-attention weights or None)``."""
+        self._check("x", x)
         x, weights = self._residual(
             x,
             self.norm_attn,
@@ -224,6 +246,8 @@ class TransformerDecoderLayer(TransformerEncoderLayer):
         cache: tuple[KVCache, KVCache] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """One layer, causal over ``x``; returns ``(x, cross-attention weights or None)``."""
+        self._check("x", x)
+        self._check("memory", memory)
         self_cache, cross_cache = (None, None) if cache is None else cache
         x, _ = self._residual(
             x,
@@ -271,8 +295,7 @@ class _Stack(nn.Module):
         **layer_kwargs,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        num_layers = as_positive("num_layers", num_layers)
         self.layers = nn.ModuleList(
             self.layer_class(d_model, num_heads, ff_dim, **layer_kwargs) for _ in range(num_layers)
         )
