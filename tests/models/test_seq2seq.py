@@ -1,12 +1,11 @@
 """Seq2Seq with every attention variant: decoding paths agree, gradients flow, it aligns."""
 
-import functools
-
 import pytest
 import torch
 
-from attnlab.data.synthetic import copy_task
 from attnlab.models.seq2seq import ATTENTIONS, Memory, Seq2Seq, build_attention
+
+from ._copy import COPY, STEP_CAP, alignment_and_accuracy, held_out_copy_batch, trained_copy_model
 
 SRC_V, TGT_V, EMB, HID, S, T, B = 11, 13, 5, 8, 6, 4, 3  # all distinct
 ATTENDING = tuple(a for a in ATTENTIONS if a != "none")
@@ -206,53 +205,17 @@ def test_state_dict_round_trip(batch, attention):
 
 
 # -- the issue's requirement: attention learns the copy task's alignment -------------------
-COPY = {"symbols": 12, "min_len": 4, "max_len": 8}
-
-
-@functools.lru_cache(maxsize=None)
-def trained_copy_model(attention: str, steps: int = 200) -> Seq2Seq:
-    """A Seq2Seq trained on copy_task with the issue's settings (cached; do not mutate)."""
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    vocab = COPY["symbols"] + 3
-    model = Seq2Seq(
-        vocab,
-        vocab,
-        attention=attention,
-        embedding_dim=16,
-        hidden_size=32,
-        dropout=0.0,
-        half_width=2,
-        max_source_len=COPY["max_len"],
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        b = copy_task(64, generator=g, **COPY)
-        loss, _, _ = model.loss(b.src, b.src_lengths, b.tgt_in, b.tgt_out)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-    return model.eval()
-
-
-def held_out_copy_batch(n: int = 256):
-    return copy_task(n, generator=torch.Generator().manual_seed(12345), **COPY)
-
-
 @pytest.mark.parametrize("attention", ATTENDING)
 def test_attention_learns_copy_alignment(attention):
-    model = trained_copy_model(attention)
+    trained = trained_copy_model(attention)
+    assert trained.steps < STEP_CAP, f"{attention}: not aligned after {STEP_CAP} steps"
     held = held_out_copy_batch()
     with torch.no_grad():
-        out = model(held.src, held.src_lengths, held.tgt_in, need_weights=True)
+        out = trained.model(held.src, held.src_lengths, held.tgt_in, need_weights=True)
     assert out.weights.shape == (256, COPY["max_len"] + 1, COPY["max_len"])
     real = held.alignment >= 0
     assert int(real.sum()) == int(held.src_lengths.sum())
-    hits = out.weights.argmax(-1) == held.alignment
-    accuracy = hits[real].float().mean().item()
-    # Rounding-level changes in the engines move these by several points (Bahdanau:
-    # 0.88 at 200 steps, 0.93 at 250, 0.86 at 300, with gradients equal to 1.5e-8): the
-    # threshold asks for a clear alignment, not for one trajectory's exact figure.
-    assert accuracy >= 0.85, f"{attention}: argmax alignment accuracy {accuracy:.3f} < 0.85"
+    # Training stopped at >= 0.95 on another batch; the held-out batch must confirm it
+    # with a margin (attending uniformly would score 1/6, a shifted diagonal 0).
+    aligned, _ = alignment_and_accuracy(trained.model, held)
+    assert aligned >= 0.9, f"{attention}: argmax alignment accuracy {aligned:.3f} < 0.9"
