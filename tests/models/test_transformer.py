@@ -46,16 +46,22 @@ def test_loss_trains_on_a_copy_task():
     src = torch.randint(4, 12, (32, 5))
     tgt = torch.cat([torch.full((32, 1), 2), src, torch.full((32, 1), 3)], 1)
     lengths = torch.full((32,), 5)
-    first = None
-    for _ in range(60):
+    # Trained until greedy decoding copies the whole batch (80-100 steps on seeds 0-7),
+    # checked every 20 steps: after a fixed 60 steps half the seeds still miscopied.
+    first, step, copied = None, 0, 0
+    while step < 600 and copied < 32:
         loss, nll, count = model.loss(src, lengths, tgt[:, :-1], tgt[:, 1:])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         first = first if first is not None else loss.item()
+        step += 1
+        if step % 20 == 0:
+            hyps = greedy_search(model.eval(), src, lengths, bos_id=2, eos_id=3, max_len=8)
+            copied = sum(h.tokens == src[i].tolist() for i, h in enumerate(hyps))
+            model.train()
+    assert copied == 32, f"copied {copied}/32 sequences after {step} steps"
     assert loss.item() < first / 3 and int(count) == 32 * 6
-    hyp = greedy_search(model, src[:1], lengths[:1], bos_id=2, eos_id=3, max_len=8)[0]
-    assert hyp.tokens == src[0].tolist()
 
 
 def test_output_layer_is_tied_to_the_target_embedding():

@@ -205,24 +205,33 @@ def _dictionary_lookup(k: int, graphs: int, seed: int):
     return torch.cat(xs), torch.cat(eis, 1), torch.cat(ys), is_query
 
 
-def _lookup_accuracy(cls, k: int = 5, steps: int = 300, seed: int = 0) -> float:
+def _lookup_accuracy(cls, k: int = 5, *, until: float = 1.1, cap: int = 1000, seed: int = 0):
+    """``(accuracy, steps)``: trained until ``accuracy >= until`` (checked every 50 steps)."""
     torch.manual_seed(seed)
     x, ei, y, is_query = _dictionary_lookup(k, 64, seed)
     conv = cls(2 * k + 1, 32, add_self_loops=False)
     head = torch.nn.Linear(32, k)
     opt = torch.optim.Adam([*conv.parameters(), *head.parameters()], lr=1e-2)
-    for _ in range(steps):
+    best, step = 0.0, 0
+    while step < cap:
         loss = torch.nn.functional.cross_entropy(head(conv(x, ei).relu())[is_query], y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        pred = head(conv(x, ei).relu())[is_query].argmax(-1)
-    return (pred == y).float().mean().item()
+        step += 1
+        if step % 50 == 0:
+            with torch.no_grad():
+                pred = head(conv(x, ei).relu())[is_query].argmax(-1)
+            best = max(best, (pred == y).float().mean().item())
+            if best >= until:
+                break
+    return best, step
 
 
 def test_dictionary_lookup_gatv2_solves_it_gat_cannot():
-    # GATv2 reaches 100% from 150 steps on seeds 0-3; GAT stays at 26-60% (static attention:
-    # every query ranks the keys the same way).
-    assert _lookup_accuracy(GATv2Conv) == 1.0
-    assert _lookup_accuracy(GATConv) < 0.9
+    # Trained to a criterion, not for a fixed number of steps: GATv2 reaches 100% within
+    # 50-200 steps on seeds 0-7; GAT, trained the whole 1000 steps, never passes 40-75%
+    # (static attention: every query ranks the keys the same way).
+    accuracy, steps = _lookup_accuracy(GATv2Conv, until=1.0)
+    assert accuracy == 1.0, f"GATv2 reached only {accuracy:.3f} in {steps} steps"
+    assert _lookup_accuracy(GATConv)[0] < 0.9
