@@ -42,6 +42,8 @@ def sample_one_hot(weights: Tensor, generator: torch.Generator | None = None) ->
         >>> sample_one_hot(torch.tensor([[0.0, 1.0, 0.0]]))
         tensor([[0., 1., 0.]])
     """
+    if weights.shape[-1] == 0:  # no positions to draw from: nothing is sampled
+        return torch.zeros_like(weights)
     valid = _valid_rows(weights)
     probs = torch.where(valid, weights, torch.ones_like(weights)).detach().float()
     flat = probs.reshape(-1, probs.shape[-1])
@@ -71,6 +73,8 @@ def gumbel_straight_through(
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature!r}")
+    if weights.shape[-1] == 0:  # no positions to draw from
+        return weights * 0
     valid = _valid_rows(weights)
     tiny = torch.finfo(weights.dtype).tiny
     # -inf, not log(tiny), at zero weights: in fp16 log(tiny) is only -9.7 and the Gumbel

@@ -185,7 +185,8 @@ def _favor_parts(
     shown = exponent.detach()
     if visible is not None:
         shown = shown.masked_fill(~visible[..., None], -math.inf)
-    shift = shown.amax(-2, keepdim=True)
+    # amax over no keys is an error, not -inf: with Lk = 0 any shift will do.
+    shift = shown.amax(-2, keepdim=True) if shown.shape[-2] else shown.new_zeros(())
     # A (batch, head) with no visible key has shift -inf: any finite value will do.
     shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
     weight = torch.exp(exponent - shift)

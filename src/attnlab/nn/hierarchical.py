@@ -152,6 +152,10 @@ class SequenceEncoder(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Encode and pool; returns ``(vector, weights | None)``."""
         mask = _check_inputs(self, inputs, mask, self.input_size, "B, L")
+        if inputs.shape[1] == 0:  # no positions: the GRUs cannot run, and empty rows are 0
+            vector = inputs.new_zeros(inputs.shape[0], self.output_size)
+            weights = inputs.new_zeros(inputs.shape[0], 0) if need_weights else None
+            return vector, weights if self.attention is not None else None
         lengths = _lengths(mask, "in each row, real positions come first")
         states = self.states(inputs, lengths)
         if self.attention is not None:
@@ -243,8 +247,9 @@ class HierarchicalAttention(nn.Module):
         real_sentences = words > 0
         _lengths(real_sentences, "empty (all-padding) sentences must come after every real one")
         batch, num_sentences, num_words, _ = inputs.shape
-        flat_inputs = inputs.reshape(-1, num_words, self.input_size)
-        flat_mask, flat_words = mask.reshape(-1, num_words), words.flatten()
+        flat = batch * num_sentences  # explicit: with W = 0 a -1 would be ambiguous
+        flat_inputs = inputs.reshape(flat, num_words, self.input_size)
+        flat_mask, flat_words = mask.reshape(flat, num_words), words.flatten()
         vectors = inputs.new_zeros(batch * num_sentences, self.output_size)
         all_words = inputs.new_zeros(batch * num_sentences, num_words) if need_weights else None
         # Only real sentences go through the word level, longest first, in a few
