@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from attnlab.nn import GRAPH_MECHANISMS
 
-from .test_conformance import B, CASES, DK, NO_WEIGHTS
+from .test_conformance import CASES, DK, NO_WEIGHTS, B
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 # Modules whose output rows mix keys beyond attention (a recurrent encoder over the whole
