@@ -277,3 +277,17 @@ def test_bench_refuses_a_non_empty_out_before_running(monkeypatch, tmp_path, cap
 def test_bench_unknown_suite(capsys):
     assert main(["bench", "--suite", "nope"]) == 2
     assert "unknown bench suite 'nope'; available: core, engines" in error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "clitoy", "--steps", "x"], "attnlab run clitoy: error: argument --steps: invalid"),
+        (["bench", "--bogus"], "attnlab: error: unrecognized arguments: --bogus (see attnlab -h)"),
+        (["explain"], "attnlab explain: error: the following arguments are required: text"),
+    ],
+)
+def test_flag_errors_are_one_line_without_the_usage_block(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(words) and "usage:" not in err

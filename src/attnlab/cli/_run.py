@@ -10,6 +10,7 @@ from typing import Any
 
 import attnlab.masks
 import attnlab.nn
+from attnlab.cli._parser import OneLineParser
 from attnlab.experiments import ExperimentSpec, available, config_fields, get_experiment
 from attnlab.experiments import run_experiment as _run_experiment
 from attnlab.train.checkpoint import CheckpointDamagedError
@@ -43,7 +44,7 @@ def experiment_parser(spec: ExperimentSpec) -> argparse.ArgumentParser:
     Raises:
         TypeError: If a Config field's type cannot be a flag or its name shadows a run flag.
     """
-    parser = argparse.ArgumentParser(prog=f"attnlab run {spec.name}", description=spec.description)
+    parser = OneLineParser(prog=f"attnlab run {spec.name}", description=spec.description)
     settings = parser.add_argument_group(f"settings ({spec.config.__name__})")
     for field in config_fields(spec.config):
         if field.name in _OWN_FLAGS:

@@ -15,6 +15,7 @@ import attnlab
 from attnlab.bench import SUITES
 from attnlab.cli._bench import bench_command
 from attnlab.cli._explain import add_explain_parser
+from attnlab.cli._parser import OneLineParser
 from attnlab.cli._run import list_command, run_command
 
 __all__ = ["build_parser", "main"]
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser; each subcommand sets ``handler`` in the namespace.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="attnlab", description="Attention mechanisms: experiments, benchmarks, pictures."
     )
     parser.add_argument("--version", action="version", version=f"attnlab {attnlab.__version__}")
