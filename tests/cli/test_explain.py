@@ -111,12 +111,12 @@ TRANSFORMER = {"model": "transformer", "transformer_layers": 2, "heads": 2, "d_m
     ("record", "message"),
     [
         ("{not json", "run.json is not valid JSON"),
-        ([1, 2], 'run.json must be an object with an "experiment" name'),
-        ({"config": {}}, 'run.json must be an object with an "experiment" name'),
-        ({"experiment": 3, "config": {}}, 'run.json must be an object with an "experiment"'),
-        ({"experiment": "translate"}, 'run.json lacks "config"'),
+        ([1, 2], 'run.json is not an attnlab run record: it needs an "experiment" name'),
+        ({"config": {}}, 'run.json is not an attnlab run record: it needs an "experiment"'),
+        ({"experiment": 3, "config": {}}, "run.json is not an attnlab run record"),
+        ({"experiment": "translate"}, "run.json is not an attnlab run record: it needs"),
         ({"experiment": "nope", "config": {}}, "run.json: unknown experiment 'nope'"),
-        ({"experiment": "translate", "config": [1]}, "run.json: config must be an object"),
+        ({"experiment": "translate", "config": [1]}, "run.json is not an attnlab run record"),
         (
             {"experiment": "translate", "config": {"colour": "red"}},
             "run.json: config has unknown settings colour for TranslateConfig",

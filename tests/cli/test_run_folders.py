@@ -147,7 +147,7 @@ def test_resume_without_run_json_is_one_line(interrupted, tmp_path, capsys):
     capsys.readouterr()
     assert run("--out", out, "--resume") == 2
     assert error_line(capsys) == (
-        f"cannot resume {out}: it has no run.json (the record of the run's experiment and "
+        f"cannot resume {out}: no run.json (the record of the run's experiment and "
         "config); pass --out another folder"
     )
     assert TRAINED == []

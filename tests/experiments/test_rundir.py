@@ -62,11 +62,9 @@ def test_a_run_json_that_is_no_run_record_marks_no_run(tmp_path, text, why):
     folder = user_folder(tmp_path / "notes")
     (folder / "run.json").write_text(text)
     for flags in ({"overwrite": True}, {}):
-        with pytest.raises(
-            FileExistsError, match=f"not an attnlab run \\(a run.json that is {why}"
-        ):
+        with pytest.raises(FileExistsError, match=f"not an attnlab run \\(.*run.json is {why}"):
             open_run(folder, **flags)
-    with pytest.raises(ValueError, match=f"cannot resume {folder}: it has a run.json that is"):
+    with pytest.raises(ValueError, match=f"cannot resume {folder}: .*run.json is {why}"):
         open_run(folder, resume=True)
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "run.json"]
 
@@ -78,7 +76,7 @@ def test_resume_without_run_json_is_refused(tmp_path):
     with pytest.raises(ValueError) as err:
         run_experiment("toy", out=out, resume=True)
     assert str(err.value) == (
-        f"cannot resume {out}: it has no run.json (the record of the run's experiment and "
+        f"cannot resume {out}: no run.json (the record of the run's experiment and "
         "config); pass --out another folder"
     )
     assert COMPUTED == []

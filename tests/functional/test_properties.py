@@ -153,9 +153,9 @@ def _bias(call: Call, g: torch.Generator, mask: torch.Tensor | None) -> torch.Te
     if call.bias == "large":
         # Large finite logits, each row shifted by its own constant (softmax ignores it):
         # beyond fp16's range, so a cast to fp16 overflows.
-        bias = bias + 7e4 * (1 + torch.rand(bias.shape[:-1], generator=g, dtype=bias.dtype))[
-            ..., None
-        ]
+        bias = (
+            bias + 7e4 * (1 + torch.rand(bias.shape[:-1], generator=g, dtype=bias.dtype))[..., None]
+        )
     if call.bias.startswith("neg-inf"):
         bias = bias.masked_fill(torch.rand(bias.shape, generator=g) < 0.3, -math.inf)
     if call.bias == "neg-inf-rows" and bias.shape[-2] > 0:
@@ -181,13 +181,13 @@ def _score(call: Call, g: torch.Generator) -> tuple[AF.Score, object]:
         return AF.general(w), lambda qi, K: K @ (w.double().T @ qi)
     if call.score == "additive":
         v, wq, wk = rnd(3), rnd(3, call.dq), rnd(3, call.dq)
-        return AF.additive(v, wq, wk), lambda qi, K: torch.tanh(
-            wq.double() @ qi + K @ wk.double().T
-        ) @ v.double()
+        return AF.additive(
+            v, wq, wk
+        ), lambda qi, K: torch.tanh(wq.double() @ qi + K @ wk.double().T) @ v.double()
     if call.score == "cosine":
-        return AF.cosine(2.0), lambda qi, K: 2.0 * torch.nn.functional.cosine_similarity(
-            K, qi[None], dim=-1, eps=1e-8
-        )
+        return AF.cosine(
+            2.0
+        ), lambda qi, K: 2.0 * torch.nn.functional.cosine_similarity(K, qi[None], dim=-1, eps=1e-8)
     scale = 1 / math.sqrt(call.dq) if call.dq else 1.0
     return AF.scaled_dot(), lambda qi, K: K @ qi * scale
 

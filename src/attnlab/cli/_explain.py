@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,31 +136,24 @@ def read_run(folder: Path, *, data_dir: str | None = None) -> tuple[Any, Any]:
         TypeError: A recorded setting of the wrong type.
     """
     from attnlab.experiments import get_experiment
+    from attnlab.experiments._rundir import read_manifest
 
     record = folder / "run.json"
-    if not record.is_file():
+    try:
+        info = read_manifest(folder)
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"{folder} is not a run folder (no run.json); pass --model minilm or the --out "
             "folder of an `attnlab run`"
-        )
-    try:
-        info = json.loads(record.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{record} is not valid JSON ({err}); restore it from the run") from None
-    if not isinstance(info, dict) or not isinstance(info.get("experiment"), str):
-        raise ValueError(f'{record} must be an object with an "experiment" name (a string)')
-    if "config" not in info:
-        raise ValueError(f'{record} lacks "config", the settings of the run')
+        ) from None
     try:
         spec = get_experiment(info["experiment"])
     except ValueError as err:
         raise ValueError(f"{record}: {err}") from None
-    values = info["config"]
-    if isinstance(values, dict):
-        names = {f.name for f in dataclasses.fields(spec.config)}
-        # Explaining runs on the CPU, also for a run trained on a GPU machine.
-        overrides = {"device": "cpu", "data_dir": data_dir}
-        values |= {k: v for k, v in overrides.items() if k in names and v is not None}
+    names = {f.name for f in dataclasses.fields(spec.config)}
+    # Explaining runs on the CPU, also for a run trained on a GPU machine.
+    overrides = {"device": "cpu", "data_dir": data_dir}
+    values = info["config"] | {k: v for k, v in overrides.items() if k in names and v is not None}
     return spec, checks.config_from_dict(spec.config, values, source=str(record))
 
 

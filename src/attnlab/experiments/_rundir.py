@@ -26,7 +26,15 @@ from typing import Any
 
 from attnlab.experiments._lock import FileLock, RunInUseError, lock_run_folder
 
-__all__ = ["RunDir", "RunInUseError", "RESULTS", "REPORT", "MANIFEST", "write_atomic"]
+__all__ = [
+    "MANIFEST",
+    "REPORT",
+    "RESULTS",
+    "RunDir",
+    "RunInUseError",
+    "read_manifest",
+    "write_atomic",
+]
 
 RESULTS, REPORT, MANIFEST = "results.json", "report.md", "run.json"
 
@@ -59,18 +67,45 @@ def _has_content(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
-def _not_a_run(path: Path) -> str | None:
-    """Why ``path`` is not an attnlab run folder, as a noun phrase; None if it is one."""
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The run record ``run.json`` of ``folder``: the experiment name and its config.
+
+    Args:
+        folder: A run folder.
+
+    Returns:
+        ``{"experiment": str, "config": dict, ...}`` as written by :meth:`RunDir.begin`.
+
+    Raises:
+        FileNotFoundError: ``folder`` has no ``run.json``.
+        ValueError: It is not JSON, or not an object with an ``"experiment"`` name and a
+            ``"config"`` object; the message names the file and what is wrong.
+    """
+    path = folder / MANIFEST
     try:
-        doc = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    record = isinstance(doc, dict) and isinstance(doc.get("experiment"), str)
+    if not (record and isinstance(doc.get("config"), dict)):
+        raise ValueError(
+            f'{path} is not an attnlab run record: it needs an "experiment" name (a string) '
+            'and a "config" (an object)'
+        )
+    return doc
+
+
+def _not_a_run(path: Path) -> str | None:
+    """Why ``path`` is not an attnlab run folder, in a few words; None if it is one."""
+    try:
+        read_manifest(path)
     except FileNotFoundError:
         return f"no {MANIFEST}"
-    except (OSError, ValueError):
-        return f"a {MANIFEST} that is not valid JSON"
-    record = isinstance(doc, dict) and isinstance(doc.get("experiment"), str)
-    if record and isinstance(doc.get("config"), dict):
-        return None
-    return f"a {MANIFEST} that is not an attnlab run record"
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -270,8 +305,8 @@ class RunDir:
         problem = _not_a_run(final)
         if problem is not None and resume:
             raise ValueError(
-                f"cannot resume {final}: it has {problem} (the record of the run's experiment "
-                "and config); pass --out another folder"
+                f"cannot resume {final}: {problem} (the record of the run's experiment and "
+                "config); pass --out another folder"
             )
         if problem is not None:
             raise FileExistsError(
@@ -313,13 +348,13 @@ class RunDir:
         manifest = self.path / MANIFEST
         now = json.loads(json.dumps({"experiment": experiment, "config": config}, default=str))
         if self.resumed and manifest.is_file():
-            before = json.loads(manifest.read_text(encoding="utf-8"))
+            before = read_manifest(self.path)  # open() checked it; read once more, the same way
             if before.get("experiment") != experiment:
                 raise ValueError(
                     f"{self.final} holds a run of {before.get('experiment')!r}, "
                     f"not {experiment!r}; pass --out another folder"
                 )
-            old = before.get("config", {})
+            old = before["config"]
             changed = sorted(
                 k for k in old.keys() | config.keys() if old.get(k) != now["config"].get(k)
             )

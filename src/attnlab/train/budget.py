@@ -177,9 +177,7 @@ def _recorded_result(directory: Path, info: CheckpointInfo, max_epochs: int) -> 
     record = require(path, extra, "result", "an object")
     history = require(path, record, "history", "a list of objects")
     if len(history) != info.epoch or not 1 <= info.epoch <= max_epochs:
-        raise damaged(
-            path, f"it records epoch {info.epoch} with {len(history)} epochs of history"
-        )
+        raise damaged(path, f"it records epoch {info.epoch} with {len(history)} epochs of history")
     stopped_by = require(path, record, "stopped_by", "a string")
     if stopped_by not in _STOPS:
         raise damaged(path, f"'stopped_by' is {stopped_by!r}, expected one of {_STOPS}")
