@@ -18,13 +18,18 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 __all__ = [
     "as_positive",
     "as_size",
     "device_problem",
+    "lookup",
     "positive_float",
     "probability",
     "real",
@@ -116,3 +121,32 @@ def device_problem(device: object) -> str | None:
     if where.index is not None and n is not None and where.index >= n:
         return f"this machine has {n} {kind.upper()} device(s), {kind}:0..{kind}:{n - 1}"
     return None
+
+
+def lookup(table: Mapping[str, T], name: object, what: str) -> T:
+    """``table[name]``: the one way a name people type is resolved, with one line if unknown.
+
+    Args:
+        table: Name to value (a loader, a class, a factory).
+        name: The name given.
+        what: What the names are, for the message (``"sentiment dataset"``).
+
+    Returns:
+        The value registered under ``name``.
+
+    Raises:
+        ValueError: ``name`` is not in ``table``; the message lists the known names.
+
+    Example:
+        >>> lookup({"uci": 1}, "yelp", "sentiment dataset")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown sentiment dataset 'yelp'; known: uci
+    """
+    if isinstance(name, str) and name in table:
+        return table[name]
+    raise ValueError(f"unknown {what} {name!r}; known: {_names(table)}")
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))

