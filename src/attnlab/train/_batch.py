@@ -1,54 +1,71 @@
-"""Batches for `fit` and `evaluate`: unpacking, checking, metric totals, a training epoch."""
+"""Batches for `fit` and `evaluate`: unpacking, checking, and metric sums kept on the device."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-class Totals:
-    """Sample-weighted loss and accuracy, summed on the device to avoid per-batch syncs."""
+Sums = dict[str, Any]
 
-    def __init__(self) -> None:
-        self.loss: Tensor | float = 0.0
-        self.correct: Tensor | int = 0
-        self.count = 0
 
-    def add(self, loss: Tensor, logits: Tensor, target: Tensor) -> None:
-        """Add one batch.
+def accumulate(sums: Sums, batch: Mapping[str, Any]) -> None:
+    """Add one batch's sums to the running ones, on the device (no host sync).
 
-        Args:
-            loss: The batch's mean loss.
-            logits: `(B, C)` model output.
-            target: `(B,)` class indices.
-        """
-        n = target.shape[0]
-        self.loss = self.loss + loss.detach().double() * n
-        self.correct = self.correct + (logits.detach().argmax(-1) == target).sum()
-        self.count += n
+    Floating tensors are summed in float64, so long epochs lose no precision.
 
-    def metrics(self, source: str) -> dict[str, float]:
-        """Mean loss and accuracy so far.
+    Args:
+        sums: The running sums, updated in place.
+        batch: The batch's sums by name (tensors or numbers).
+    """
+    for key, value in batch.items():
+        if isinstance(value, Tensor):
+            value = value.detach()
+            value = value.double() if value.is_floating_point() else value
+        sums[key] = sums.get(key, 0) + value
 
-        Args:
-            source: What yielded the batches, for the error message.
 
-        Returns:
-            `{"loss": float, "accuracy": float}`.
+def classify_sums(loss: Tensor, logits: Tensor, target: Tensor) -> dict[str, Any]:
+    """One classification batch's sums: sample-weighted loss, correct predictions, samples.
 
-        Raises:
-            ValueError: If no batch was added.
-        """
-        if self.count == 0:
-            raise ValueError(f"{source} yielded no batches; give it at least one batch")
-        return {"loss": float(self.loss) / self.count, "accuracy": float(self.correct) / self.count}
+    Args:
+        loss: The batch's mean loss.
+        logits: `(B, C)` model output.
+        target: `(B,)` class indices.
+
+    Returns:
+        `{"loss": ..., "correct": ..., "count": B}` for `accumulate`.
+    """
+    n = target.shape[0]
+    return {
+        "loss": loss.detach().double() * n,
+        "correct": (logits.detach().argmax(-1) == target).sum(),
+        "count": n,
+    }
+
+
+def classify_metrics(sums: Sums, source: str) -> dict[str, float]:
+    """Mean loss and accuracy from sums of `classify_sums`.
+
+    Args:
+        sums: The accumulated sums.
+        source: What yielded the batches, for the error message.
+
+    Returns:
+        `{"loss": float, "accuracy": float}`.
+
+    Raises:
+        ValueError: If no batch was added.
+    """
+    count = sums.get("count", 0)
+    if count == 0:
+        raise ValueError(f"{source} yielded no batches; give it at least one batch")
+    return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
 
 
 def describe(value: Any) -> str:
@@ -137,42 +154,3 @@ def forward(model: nn.Module, batch: Any, device: torch.device | None) -> tuple[
             f"target; got {describe(logits)}"
         )
     return logits, target
-
-
-def train_epoch(
-    model: nn.Module,
-    bar: Iterable[Any],
-    optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
-    grad_clip: float | None,
-) -> dict[str, float]:
-    """Train one epoch over `bar`, showing running metrics on it if it is a live tqdm bar.
-
-    Args:
-        model: The classifier.
-        bar: The training batches, possibly wrapped in tqdm.
-        optimizer: Its optimizer.
-        loss_fn: Mean-reduced loss `loss_fn(logits, target)`.
-        grad_clip: Max gradient norm, or None.
-
-    Returns:
-        The epoch's mean training loss and accuracy.
-    """
-    model.train()
-    device, totals = model_device(model), Totals()
-    shown = time.monotonic()
-    for batch in bar:
-        logits, target = forward(model, batch, device)
-        loss = loss_fn(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        totals.add(loss, logits, target)
-        # Reading running totals syncs with the device, so refresh a few times a second only.
-        if isinstance(bar, tqdm) and not bar.disable and time.monotonic() - shown > 0.5:
-            running = totals.metrics("the train loader")
-            bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}")
-            shown = time.monotonic()
-    return totals.metrics("the train loader")

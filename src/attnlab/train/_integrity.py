@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointDamagedError",
     "damaged",
     "describe_file",
+    "is_int",
     "plain",
     "read_manifest",
     "read_tensors",
@@ -58,17 +59,25 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether `value` is an int and not a bool (JSON and Python both blur the two).
+
+    Args:
+        value: Anything.
+
+    Returns:
+        True for a real integer.
+    """
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_sizes(value: Any) -> bool:
-    return isinstance(value, list) and all(_is_int(x) and x >= 0 for x in value)
+    return isinstance(value, list) and all(is_int(x) and x >= 0 for x in value)
 
 
 _KINDS: dict[str, Callable[[Any], bool]] = {
-    "an integer": _is_int,
-    "a number": lambda v: _is_int(v) or isinstance(v, float),
+    "an integer": is_int,
+    "a number": lambda v: is_int(v) or isinstance(v, float),
     "a string": lambda v: isinstance(v, str),
     "an object": lambda v: isinstance(v, dict),
     "a list": lambda v: isinstance(v, list),
@@ -166,7 +175,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise damaged(path, f"is not valid JSON ({err})") from None
     if not isinstance(manifest, dict):
         raise damaged(path, f"holds a JSON {type(manifest).__name__}, not an object")
-    if manifest.get("format") != FORMAT or not _is_int(manifest.get("version")):
+    if manifest.get("format") != FORMAT or not is_int(manifest.get("version")):
         raise CheckpointDamagedError(
             f"{path} is not an attnlab checkpoint; point at a directory it wrote"
         )

@@ -5,13 +5,17 @@
 compared "at the same training budget": :func:`fit_budget` trains epoch after epoch
 until ``budget_seconds`` run out (checked after every step, validation included),
 halves the learning rate when the validation metric stops improving (Luong et al.
-2015), keeps the best epoch's weights and can resume from its checkpoints.
+2015), keeps the best epoch's weights and resumes exactly from its checkpoints.
+
+It is the budgeted entry point of the one training loop
+(:func:`attnlab.train.engine.train_loop`): the stopping policies are
+``Budget(budget_seconds)``, ``Epochs(max_epochs)`` and ``Patience(patience)``, the
+warm-up is a :class:`~attnlab.train.schedules.LinearWarmup` and the decay on a plateau
+a :class:`~attnlab.train.schedules.PlateauDecay`, both saved in the checkpoints.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,24 +23,20 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from attnlab.train._fitstate import copy_state
-from attnlab.train._integrity import damaged, require
-from attnlab.train._storage import MANIFEST, has_checkpoint
-from attnlab.train.checkpoint import (
-    CheckpointInfo,
-    check_config,
-    load_checkpoint,
-    normalize_config,
-    read_checkpoint,
-    save_checkpoint,
+from attnlab.train._batch import Sums
+from attnlab.train.checkpoint import normalize_config
+from attnlab.train.engine import train_loop
+from attnlab.train.policies import Budget, Epochs, Patience, StopPolicy
+from attnlab.train.schedules import (
+    LinearWarmup,
+    PlateauDecay,
+    Scheduled,
+    SchedulerArg,
+    as_schedules,
 )
 
 __all__ = ["BudgetResult", "fit_budget"]
-
-_RESTART = "resume with the flags this run was started with, or start it afresh"
-_STOPS = ("budget", "epochs", "patience")
 
 StepFn = Callable[[Any], tuple[Tensor, Tensor, Tensor]]  # batch -> (loss, summed nll, tokens)
 
@@ -48,7 +48,8 @@ class BudgetResult:
     Attributes:
         best_epoch: epoch (1-based) whose weights the model holds.
         best_metric: its validation metric (lower is better).
-        history: one record per epoch (train loss, val metric, lr, seconds).
+        history: one record per epoch (train loss per token, val metric, the learning
+            rate of the epoch's last step, seconds of the epoch).
         seconds: wall-clock seconds of training and validation, over resumptions.
         stopped_by: ``"budget"``, ``"epochs"`` or ``"patience"``.
         steps: optimizer steps taken (the warm-up resumes from it).
@@ -60,6 +61,31 @@ class BudgetResult:
     seconds: float = 0.0
     stopped_by: str = "epochs"
     steps: int = 0
+
+
+def _per_token(sums: Sums) -> dict[str, float]:
+    return {"train_loss": float(sums.get("nll", 0.0)) / max(int(sums.get("tokens", 0)), 1)}
+
+
+def budget_schedules(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, decay: float
+) -> list[Scheduled]:
+    """The schedules of :func:`fit_budget`: linear warm-up, then decay on a plateau.
+
+    Args:
+        optimizer: The optimizer; its rates are the peaks.
+        warmup_steps: Steps of the linear warm-up (0: none).
+        decay: Factor on a plateau (1.0: none); a plateau during the warm-up lowers
+            the peak it climbs to as well.
+
+    Returns:
+        The schedules, in the order the loop steps them.
+    """
+    warmup = LinearWarmup(optimizer, warmup_steps) if warmup_steps != 0 else None
+    schedules = [Scheduled(warmup, "step")] if warmup is not None else []
+    if decay != 1.0:
+        schedules.append(Scheduled(PlateauDecay(optimizer, decay, warmup=warmup), "epoch"))
+    return schedules
 
 
 def fit_budget(
@@ -79,181 +105,76 @@ def fit_budget(
     config: Any = None,
     progress: bool = True,
     desc: str = "",
+    lr_scheduler: SchedulerArg = None,
 ) -> BudgetResult:
     """Train until the budget, the epochs or the patience run out; keep the best weights.
 
     Args:
         model: the model (left holding the best epoch's weights).
         batches: ``batches(epoch)`` yields the training batches of that epoch (shuffle
-            with the epoch as seed, so a resumed run sees the same order).
+            with the epoch as seed, or with torch's global generator, which resumes).
         step: ``step(batch) -> (loss, summed_nll, tokens)``; ``loss`` is backpropagated.
         validate: returns the validation metric, lower is better (e.g. perplexity).
-        optimizer: its learning rates are multiplied by ``decay`` after an epoch
-            without improvement.
+        optimizer: its learning rates are the peaks of the schedule.
         budget_seconds: wall-clock limit for training plus validation; the epoch in
             progress stops early when it is reached and is then validated.
         max_epochs: most epochs.
         patience: stop after this many epochs without improvement (None: never).
         grad_clip: clip the gradient norm to this (None: no clipping).
-        decay: learning-rate factor on a plateau (1.0 keeps it).
+        decay: learning-rate factor after an epoch without improvement, in [0, 1]
+            (1.0 keeps it).
         warmup_steps: the learning rate rises linearly from ``lr / warmup_steps`` to
             ``lr`` over the first optimizer steps (Transformers train badly without).
         checkpoint_dir: where ``last/`` and ``best/`` go after every epoch; an existing
-            ``last/`` is resumed (elapsed time included).
+            ``last/`` is resumed (elapsed time, RNG and schedule included).
         config: the run's config (dict or dataclass), saved with the checkpoints; a
             checkpoint saved with another config is refused on resume, never mixed in.
         progress: show a tqdm bar per epoch.
         desc: bar label.
+        lr_scheduler: further learning-rate scheduler(s), stepped after the warm-up and
+            the decay (see :mod:`attnlab.train.schedules`).
 
     Returns:
         A :class:`BudgetResult`.
+
+    Raises:
+        ValueError: If an argument is invalid or the checkpoint belongs to another run
+            (see :func:`~attnlab.train.engine.train_loop` for the checkpoint errors).
     """
-    if not budget_seconds > 0 or max_epochs < 1:
-        raise ValueError(
-            f"budget_seconds must be > 0 and max_epochs >= 1; got {budget_seconds}, {max_epochs}"
-        )
-    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    config = normalize_config(config)
-    result = BudgetResult(best_epoch=0, best_metric=math.inf)
-    best_state = None
-    if directory is not None and has_checkpoint(directory / "last"):
-        info = load_checkpoint(directory / "last", model=model, optimizer=optimizer, config=config)
-        result = _recorded_result(directory / "last", info, max_epochs)
-        best_state = copy_state(model)
-        if has_checkpoint(directory / "best"):
-            best, best_state, _ = read_checkpoint(directory / "best", model=model)
-            check_config(directory / "best", best.config, config, _RESTART)
-    started = time.perf_counter() - result.seconds
-    deadline = started + budget_seconds
-    bad = sum(1 for r in result.history if r["epoch"] > result.best_epoch)
-    while len(result.history) < max_epochs and result.stopped_by != "budget":
-        if patience is not None and bad >= patience:
-            result.stopped_by = "patience"
-            break
-        epoch = len(result.history) + 1
-        train_loss, out_of_time, result.steps = _epoch(
-            model,
-            batches(epoch),
-            step,
-            optimizer,
-            grad_clip,
-            deadline,
-            progress,
-            f"{desc} epoch {epoch}".strip(),
-            _Warmup(warmup_steps, result.steps),
-        )
-        metric = validate()
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_metric": metric,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
-        }
-        result.history.append(record)
-        result.seconds = record["seconds"]
-        if metric < result.best_metric:
-            result.best_epoch, result.best_metric, bad = epoch, metric, 0
-            best_state = copy_state(model)
-        else:
-            bad += 1
-            for group in optimizer.param_groups:
-                group["lr"] *= decay
-                if "peak_lr" in group:  # warm-up's target decays with it
-                    group["peak_lr"] *= decay
-        if out_of_time or time.perf_counter() >= deadline:
-            result.stopped_by = "budget"
-        if directory is not None:
-            _save(directory, model, optimizer, result, config, improved=result.best_epoch == epoch)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return result
+    stop: list[StopPolicy] = [Budget(budget_seconds), Epochs(max_epochs)]
+    if patience is not None:
+        stop.append(Patience(patience))
+    schedules = budget_schedules(optimizer, warmup_steps, decay)
+    schedules += as_schedules(lr_scheduler, optimizer)
 
+    def token_step(batch: Any) -> tuple[Tensor, dict[str, Any]]:
+        loss, nll, tokens = step(batch)
+        return loss, {"nll": nll, "tokens": tokens}
 
-def _recorded_result(directory: Path, info: CheckpointInfo, max_epochs: int) -> BudgetResult:
-    """The :class:`BudgetResult` a checkpoint recorded, every field checked."""
-    path = directory / MANIFEST
-    extra = info.extra if isinstance(info.extra, dict) else {}
-    record = require(path, extra, "result", "an object")
-    history = require(path, record, "history", "a list of objects")
-    if len(history) != info.epoch or not 1 <= info.epoch <= max_epochs:
-        raise damaged(path, f"it records epoch {info.epoch} with {len(history)} epochs of history")
-    stopped_by = require(path, record, "stopped_by", "a string")
-    if stopped_by not in _STOPS:
-        raise damaged(path, f"'stopped_by' is {stopped_by!r}, expected one of {_STOPS}")
+    state = train_loop(
+        model,
+        batches,
+        step=token_step,
+        validate=lambda: {"val_metric": validate()},
+        optimizer=optimizer,
+        stop=stop,
+        monitor="metric",
+        mode="min",
+        summarize=_per_token,
+        lr_scheduler=schedules,
+        grad_clip=grad_clip,
+        checkpoint_dir=checkpoint_dir,
+        resume=checkpoint_dir is not None,  # an existing last/ is always continued
+        config=normalize_config(config),  # compared on resume even when empty
+        log_lr=True,
+        progress=progress,
+        desc=desc,
+    )
     return BudgetResult(
-        best_epoch=require(path, record, "best_epoch", "an integer", low=1, high=info.epoch),
-        best_metric=require(path, record, "best_metric", "a number"),
-        history=history,
-        seconds=require(path, record, "seconds", "a number", low=0),
-        stopped_by=stopped_by,
-        steps=require(path, record, "steps", "an integer", low=0),
+        best_epoch=state.best_epoch,
+        best_metric=state.best_value,
+        history=state.history,
+        seconds=state.seconds,
+        stopped_by=state.stopped_by or Epochs.reason,
+        steps=state.steps,
     )
-
-
-def _epoch(
-    model: nn.Module,
-    batches: Iterable[Any],
-    step: StepFn,
-    optimizer: torch.optim.Optimizer,
-    grad_clip: float | None,
-    deadline: float,
-    progress: bool,
-    label: str,
-    warmup: _Warmup,
-) -> tuple[float, bool, int]:
-    model.train()
-    total, tokens, out_of_time = 0.0, 0, False
-    bar = tqdm(
-        batches, desc=label, unit="batch", disable=not progress, leave=False, dynamic_ncols=True
-    )
-    for batch in bar:
-        loss, nll, count = step(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {float(loss)} ({label}); lower the learning rate"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        warmup.apply(optimizer)
-        optimizer.step()
-        total, tokens = total + float(nll), tokens + int(count)
-        bar.set_postfix(ppl=f"{math.exp(min(total / max(tokens, 1), 50)):.1f}")
-        if time.perf_counter() >= deadline:
-            out_of_time = True
-            break
-    bar.close()
-    return total / max(tokens, 1), out_of_time, warmup.step
-
-
-class _Warmup:
-    """Linear warm-up: step ``n`` (1-based) of ``total`` runs at ``peak_lr * n / total``."""
-
-    def __init__(self, total: int, step: int) -> None:
-        self.total, self.step = total, step
-
-    def apply(self, optimizer: torch.optim.Optimizer) -> None:
-        self.step += 1
-        if self.step > self.total:
-            return
-        for group in optimizer.param_groups:
-            peak = group.setdefault("peak_lr", group["lr"])
-            group["lr"] = peak * min(1.0, self.step / max(self.total, 1))
-
-
-def _save(
-    directory: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    result: BudgetResult,
-    config: dict[str, Any],
-    *,
-    improved: bool,
-) -> None:
-    extra = {"result": {k: getattr(result, k) for k in BudgetResult.__dataclass_fields__}}
-    common = {"epoch": len(result.history), "config": config, "history": result.history}
-    save_checkpoint(directory / "last", model=model, optimizer=optimizer, extra=extra, **common)
-    if improved:
-        save_checkpoint(directory / "best", model=model, extra=extra, **common)

@@ -1,5 +1,8 @@
 """Fit and evaluate classification-style models: early stopping, checkpoints, resume.
 
+`fit` is the classifier entry point of the one training loop (`engine.train_loop`): its
+step runs the model on a batch and scores logits against class targets.
+
 A batch is a tuple or list whose last element is the integer target tensor `(B,)`;
 the model is called as `model(*batch[:-1])` and returns logits `(B, C)`. Tensors in
 the batch are moved to the device of the model's first parameter.
@@ -22,36 +25,32 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import logging
-import math
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from tqdm.auto import tqdm
+from torch import Tensor, nn
 
-from attnlab.train._batch import LossFn, Totals, forward, model_device, train_epoch
-from attnlab.train._fitstate import (
-    BEST,
-    LAST,
-    FitState,
-    loader_generators,
-    restore_rng,
-    resume_fit,
-    save_epoch,
+from attnlab.train._batch import (
+    LossFn,
+    Sums,
+    accumulate,
+    classify_metrics,
+    classify_sums,
+    forward,
+    model_device,
 )
-from attnlab.train._storage import has_checkpoint
-from attnlab.train.checkpoint import normalize_config, unwrap_model
+from attnlab.train._fitstate import CLASSIFIER_MODES, FitState, loader_generators
+from attnlab.train.checkpoint import normalize_config
+from attnlab.train.engine import train_loop
+from attnlab.train.policies import Epochs, Patience, StopPolicy
+from attnlab.train.schedules import SchedulerArg
 
 __all__ = ["FitResult", "evaluate", "fit"]
 
-logger = logging.getLogger(__name__)
-
-_MONITORS = ("accuracy", "loss")
+_MONITORS = tuple(CLASSIFIER_MODES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,100 +96,32 @@ def evaluate(
         ValueError: If the model output is not `(B, C)` or the loader is empty.
     """
     was_training = model.training
-    device, totals = model_device(model), Totals()
+    device, sums = model_device(model), {}
     model.eval()
     try:
         with torch.no_grad():
             for batch in loader:
                 logits, target = forward(model, batch, device)
-                totals.add(loss_fn(logits, target), logits, target)
+                accumulate(sums, classify_sums(loss_fn(logits, target), logits, target))
     finally:
         model.train(was_training)
-    return totals.metrics("the loader")
+    return classify_metrics(sums, "the loader")
 
 
-def _run_epoch(
-    model: nn.Module,
-    train_loader: Iterable[Any],
-    val_loader: Iterable[Any],
-    *,
-    epoch: int,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
-    grad_clip: float | None,
-    progress: bool,
-    label: str,
-) -> dict[str, float]:
-    start = time.perf_counter()
-    bar = tqdm(
-        train_loader,
-        desc=label,
-        unit="batch",
-        disable=not progress,
-        dynamic_ncols=True,
-        leave=False,
-    )
-    with bar:
-        train = train_epoch(model, bar, optimizer, loss_fn, grad_clip)
-        if not math.isfinite(train["loss"]):
-            raise FloatingPointError(
-                f"training loss became {train['loss']} in epoch {epoch}; "
-                "lower the learning rate or set grad_clip"
-            )
-        val = evaluate(model, val_loader, loss_fn=loss_fn)
-        bar.set_postfix(
-            loss=f"{train['loss']:.4f}",
-            acc=f"{train['accuracy']:.3f}",
-            val_loss=f"{val['loss']:.4f}",
-            val_acc=f"{val['accuracy']:.3f}",
-        )
-    return {
-        "epoch": epoch,
-        "train_loss": train["loss"],
-        "train_accuracy": train["accuracy"],
-        "val_loss": val["loss"],
-        "val_accuracy": val["accuracy"],
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def _check_arguments(
-    epochs: int,
-    patience: int | None,
-    monitor: str,
-    grad_clip: float | None,
-    checkpoint_dir: Path | None,
-    resume: bool,
-) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int; got {epochs!r}")
-    if patience is not None and (
-        isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
-    ):
-        raise ValueError(
-            f"patience must be a positive int (epochs without improvement) or None; "
-            f"got {patience!r}"
-        )
-    if monitor not in _MONITORS:
-        raise ValueError(f"monitor must be one of {_MONITORS}; got {monitor!r}")
-    if grad_clip is not None and not grad_clip > 0:
-        raise ValueError(
-            f"grad_clip must be a positive max gradient norm or None; got {grad_clip!r}"
-        )
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs a checkpoint_dir to resume from; pass checkpoint_dir")
-
-
-def _result(state: FitState, epochs: int, patience: int | None) -> FitResult:
-    exhausted = patience is not None and state.bad_epochs >= patience
+def _result(state: FitState) -> FitResult:
     return FitResult(
         best_epoch=state.best_epoch,
         best_metrics=dict(state.history[state.best_epoch - 1]),
         history=[dict(record) for record in state.history],
-        stopped_early=exhausted and len(state.history) < epochs,
+        stopped_early=state.stopped_by == Patience.reason,
         epochs_run=len(state.history),
         seconds=state.seconds,
     )
+
+
+def _train_metrics(sums: Sums) -> dict[str, float]:
+    metrics = classify_metrics(sums, "the train loader")
+    return {"train_loss": metrics["loss"], "train_accuracy": metrics["accuracy"]}
 
 
 def fit(
@@ -209,6 +140,7 @@ def fit(
     desc: str = "",
     config: Any = None,
     loss_fn: LossFn = F.cross_entropy,
+    lr_scheduler: SchedulerArg = None,
 ) -> FitResult:
     """Train with validation after every epoch; keep and restore the best weights.
 
@@ -236,6 +168,9 @@ def fit(
         config: JSON-serialisable dict or dataclass saved with checkpoints; when
             resuming, a non-empty config must equal the saved one.
         loss_fn: Mean-reduced loss `loss_fn(logits, target)`.
+        lr_scheduler: Learning-rate scheduler(s) on `optimizer`, stepped per optimizer
+            step or per epoch as each declares (`attnlab.train.schedules`); a
+            `ReduceLROnPlateau` gets the monitored validation metric. Saved in `last/`.
 
     Returns:
         The `FitResult`; the model holds the best epoch's weights.
@@ -243,69 +178,48 @@ def fit(
     Raises:
         FileExistsError: If `checkpoint_dir` already holds a run and `resume` is False.
         ValueError: If an argument is invalid or the checkpoint belongs to another run.
-        CheckpointMismatchError: If the checkpoint was written by a different model or
-            config, or its `best/` by another run.
+        CheckpointMismatchError: If the checkpoint was written by a different model,
+            config or schedulers, or its `best/` by another run.
         CheckpointDamagedError: If a checkpoint file is garbled, a link, or disagrees with
             its manifest (one line naming the file).
         FloatingPointError: If the training loss becomes NaN or infinite.
         KeyboardInterrupt: Re-raised after an interruption; with `checkpoint_dir` the
             last finished epoch is on disk.
     """
-    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    _check_arguments(epochs, patience, monitor, grad_clip, directory, resume)
+    if monitor not in _MONITORS:
+        raise ValueError(f"monitor must be one of {_MONITORS}; got {monitor!r}")
+    stop: list[StopPolicy] = [Epochs(epochs)]
+    if patience is not None:
+        stop.append(Patience(patience))
+    device = model_device(model)
+
+    def step(batch: Any) -> tuple[Tensor, dict[str, Any]]:
+        logits, target = forward(model, batch, device)
+        loss = loss_fn(logits, target)
+        return loss, classify_sums(loss, logits, target)
+
+    def validate() -> dict[str, float]:
+        # Looked up at call time, so a patched `evaluate` is the one that runs.
+        return {f"val_{k}": v for k, v in evaluate(model, val_loader, loss_fn=loss_fn).items()}
+
     config_json = normalize_config(config)
-    generators = loader_generators(train_loader, "train") | loader_generators(val_loader, "val")
-    state = FitState(monitor=monitor)
-    if directory is not None and any(has_checkpoint(directory / d) for d in (LAST, BEST)):
-        if not resume:
-            raise FileExistsError(
-                f"{directory} already holds a training checkpoint; pass resume=True to continue "
-                "it or choose another checkpoint_dir"
-            )
-        state = resume_fit(
-            directory, model=model, optimizer=optimizer, monitor=monitor, config=config_json
-        )
-        if not state.finished(epochs, patience):
-            # Last step before training: nothing may draw random numbers in between.
-            restore_rng(state, generators)
-    settings = {"epochs": epochs, "patience": patience, "monitor": monitor, "grad_clip": grad_clip}
-    seconds_before, started = state.seconds, time.perf_counter()
-    try:
-        while not state.finished(epochs, patience):
-            epoch = len(state.history) + 1
-            record = _run_epoch(
-                model,
-                train_loader,
-                val_loader,
-                epoch=epoch,
-                optimizer=optimizer,
-                loss_fn=loss_fn,
-                grad_clip=grad_clip,
-                progress=progress,
-                label=f"{desc} epoch {epoch}/{epochs}".strip(),
-            )
-            improved = state.update(record, model)
-            state.seconds = seconds_before + time.perf_counter() - started
-            if directory is not None:
-                save_epoch(
-                    directory,
-                    model=model,
-                    optimizer=optimizer,
-                    state=state,
-                    config=config_json,
-                    improved=improved,
-                    generators=generators,
-                    settings=settings,
-                )
-    except KeyboardInterrupt:
-        if directory is not None:
-            logger.warning(
-                "fit interrupted after %d finished epoch(s); the latest saved one is in %s; "
-                "call fit(..., resume=True) to continue",
-                len(state.history),
-                directory / LAST,
-            )
-        raise
-    assert state.best_state is not None  # at least one epoch ran or was resumed
-    unwrap_model(model).load_state_dict(state.best_state)
-    return _result(state, epochs, patience)
+    state = train_loop(
+        model,
+        lambda epoch: train_loader,
+        step=step,
+        validate=validate,
+        optimizer=optimizer,
+        stop=stop,
+        monitor=monitor,
+        mode=CLASSIFIER_MODES[monitor],
+        summarize=_train_metrics,
+        lr_scheduler=lr_scheduler,
+        grad_clip=grad_clip,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        config=config_json or None,  # an empty config is not compared on resume
+        generators=loader_generators(train_loader, "train") | loader_generators(val_loader, "val"),
+        progress=progress,
+        desc=desc,
+    )
+    return _result(state)
