@@ -11,7 +11,6 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import pytest
 import torch
@@ -20,27 +19,24 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.cli.main import main
 from attnlab.experiments import EXPERIMENTS, ExperimentSpec, ModelResult, RunDir
-from attnlab.experiments._classify import fit_and_test
+from attnlab.experiments._classify import fit_and_score
+from attnlab.experiments._settings import TrainingSettings
 from attnlab.train import make_generator, seed_everything
 from attnlab.train.checkpoint import CheckpointDamagedError
 from train._tamper import TAMPERINGS, Tampering  # tests/ is on sys.path (rootdir packages)
 
 
 @dataclass(frozen=True)
-class FitToyConfig:
+class FitToyConfig(TrainingSettings):
     """A small classifier trained with fit, checkpoints and all.
 
     Attributes:
         epochs: epochs per seed.
         lr: Adam learning rate.
-        weight_decay: Adam's weight decay.
-        monitor: validation metric that picks the best epoch.
     """
 
     epochs: int = 3
     lr: float = 1e-2
-    weight_decay: float = 0.0
-    monitor: Literal["loss", "accuracy"] = "loss"
 
 
 # Test hooks, outside the config so that a resumed run has the same config.
@@ -64,9 +60,8 @@ def fit_toy(cfg: FitToyConfig, run: RunDir) -> list[ModelResult]:
             raise KeyboardInterrupt
 
     model.register_forward_pre_hook(interrupt)
-    accuracy, seconds = fit_and_test(
-        model, (train, val, val), cfg, model_name="mlp", seed=0, run=run
-    )
+    result = fit_and_score(model, (train, val, val), cfg, model_name="mlp", seed=0, run=run)
+    accuracy, seconds = result.metrics["test_accuracy"], float(result.seconds or 0.0)
     return [ModelResult("mlp", {"test_accuracy": [accuracy]}, parameters=58, seconds=seconds)]
 
 

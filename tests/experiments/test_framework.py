@@ -11,7 +11,7 @@ from typing import Literal
 
 import pytest
 
-import attnlab.experiments._framework as framework
+import attnlab.experiments._registry as registry
 from attnlab.experiments import (
     EXPERIMENTS,
     ExperimentSpec,
@@ -83,7 +83,7 @@ TOY = ExperimentSpec(
     config=ToyConfig,
     run=toy_run,
     dataset=lambda cfg: f"toy-{cfg.variant}",
-    report=lambda cfg, results, run: "![toy](picture.png)",
+    report=lambda cfg, outcome, run: "![toy](picture.png)",
 )
 
 
@@ -135,13 +135,13 @@ def test_spec_validation():
 
 
 def test_load_builtin_skips_missing_module_but_not_missing_dependency(monkeypatch, tmp_path):
-    monkeypatch.setattr(framework, "BUILTIN", ("attnlab.experiments._no_such_experiment",))
-    framework._load_builtin()
+    monkeypatch.setattr(registry, "BUILTIN", ("attnlab.experiments._no_such_experiment",))
+    registry._load_builtin()
     (tmp_path / "attnlab_broken_experiment.py").write_text("import attnlab_missing_dep_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(framework, "BUILTIN", ("attnlab_broken_experiment",))
+    monkeypatch.setattr(registry, "BUILTIN", ("attnlab_broken_experiment",))
     with pytest.raises(ModuleNotFoundError, match="attnlab_missing_dep_xyz"):
-        framework._load_builtin()
+        registry._load_builtin()
 
 
 def test_config_fields_types_and_docs():

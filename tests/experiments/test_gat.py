@@ -47,7 +47,10 @@ def test_smoke_run_writes_results_report_and_picture(toy, tmp_path):
     assert "gat-uniform" in report and "attnlab run gat" in report and picture.name in report
     # Resuming a finished seed reads it back instead of training again.
     again = json.loads((out / "checkpoints" / "gat" / "seed1.json").read_text())
-    assert again["test_accuracy"] == results["results"][0]["metrics"]["test_accuracy"]["runs"][1]
+    assert (
+        again["metrics"]["test_accuracy"]
+        == results["results"][0]["metrics"]["test_accuracy"]["runs"][1]
+    )
 
 
 def test_same_seed_same_result_and_uniform_attention():

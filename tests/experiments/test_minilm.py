@@ -130,15 +130,17 @@ def test_length_batches_cover_every_sentence_once_in_similar_lengths():
 def test_schedule_warms_up_then_decays_and_survives_a_reload():
     model = torch.nn.Linear(2, 2)
     cfg = minilm.MiniLMConfig(lr=1.0, head_lr=1.0, warmup=0.2)
-    opt = minilm._optimizer(model, cfg, total_steps=10)
+    opt, schedule = minilm._optimizer(model, cfg, total_steps=10)
     seen = []
     for _ in range(5):
         model(torch.ones(1, 2)).sum().backward()
         opt.step()
-        seen.append(opt.param_groups[0]["lr"])
+        seen.append(opt.param_groups[0]["lr"])  # the rate this step ran at
+        schedule.step()
     assert seen == pytest.approx([0.5, 1.0, 7 / 8, 6 / 8, 5 / 8])
-    again = minilm._optimizer(model, cfg, total_steps=10)
+    again, again_schedule = minilm._optimizer(model, cfg, total_steps=10)
     again.load_state_dict(opt.state_dict())
+    again_schedule.load_state_dict(schedule.state_dict())
     model(torch.ones(1, 2)).sum().backward()
     again.step()
     assert again.param_groups[0]["lr"] == pytest.approx(4 / 8)

@@ -84,7 +84,7 @@ def test_resume_reuses_finished_models(toy, tmp_path, monkeypatch):
         raise AssertionError("a finished model was trained again")
 
     monkeypatch.setattr(translate, "fit_budget", no_training)
-    (again,) = translate.run(cfg, RunDir(out, out, resumed=True))
+    (again,) = translate.run(cfg, RunDir(out, out, resumed=True)).results
     assert again.metrics["bleu"] == [first["bleu"]["mean"]]
 
 
@@ -116,11 +116,9 @@ def test_no_more_alignments_are_drawn_than_the_test_split_holds(monkeypatch, tmp
 
 def test_long_sentences_are_truncated_with_a_warning(toy):
     cfg = _cfg(max_len=4)
-    translate.prepare.cache_clear()
     with pytest.warns(UserWarning, match="truncated"):
         data = translate.prepare(cfg)
     assert data.tensors["train"][0].shape[1] <= 4
-    translate.prepare.cache_clear()
 
 
 def test_transformer_run_is_scored_and_explained_from_its_folder(toy, tmp_path, capsys):

@@ -279,3 +279,26 @@ def test_bad_tensors_fail_with_one_clear_line():
         attention(qa, qa, qa, score=make_cases(torch.float32)["additive"][0], backend="sdpa")
     with pytest.raises(ValueError, match="one size"):
         attention(q, torch.randn(2, 3, 5, 6), q)
+
+
+def test_attention_output_is_a_pair_with_engine_and_named_extras():
+    context, weights, log_prob = torch.ones(2, 3), torch.full((2, 4), 0.25), torch.zeros(2)
+    out = AF.AttentionOutput(context, weights, "sdpa", log_prob=log_prob)
+    assert len(out) == 2 and tuple(out) == (context, weights)
+    assert out.context is out.output is context and out.weights is weights
+    assert out.engine == "sdpa" and out.log_prob is log_prob
+    assert out.extras == {"log_prob": log_prob} and out.get("entropy", 7) == 7
+    with pytest.raises(AttributeError, match="no 'entropy'; its extras: log_prob"):
+        out.entropy
+    swapped = out.replace(weights=None, entropy=log_prob)
+    assert swapped.weights is None and swapped.entropy is log_prob
+    assert swapped.log_prob is log_prob and swapped.engine == "sdpa" and out.weights is weights
+    with pytest.raises(ValueError, match="extras may not be named"):
+        AF.AttentionOutput(context, None, "sdpa", output=weights)
+    import copy
+    import pickle
+
+    again = pickle.loads(pickle.dumps(out))
+    assert torch.equal(again.log_prob, log_prob) and again.engine == "sdpa"
+    assert copy.copy(out).extras.keys() == {"log_prob"}
+    assert "log_prob=" in repr(out)

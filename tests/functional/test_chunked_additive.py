@@ -166,6 +166,14 @@ def test_scores_without_a_hand_written_gradient_still_train(small_generic_blocks
         torch.testing.assert_close(ours, ref)
 
 
+def test_pairwise_vjp_is_declared_by_every_score_and_optional():
+    q, k = torch.zeros(1, 2, 3), torch.zeros(1, 4, 3)
+    assert _NegSquaredDistance(torch.tensor(1.0)).pairwise_vjp(q, k) is None  # the default
+    additive = Additive(torch.ones(3), torch.eye(3), torch.eye(3))
+    scores, vjp = additive.pairwise_vjp(q, k)
+    assert scores.shape == (1, 2, 4) and len(vjp(torch.ones(1, 2, 4))) == 3
+
+
 def test_bfloat16_close_to_float32():
     q, k, v, score, mask, bias = _problem(dtype=torch.float32)
     ref = attention(q, k, v, score=score, mask=mask, bias=bias, backend="math").output

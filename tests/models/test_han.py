@@ -21,10 +21,12 @@ def test_han_shapes_weights_and_padding():
     torch.manual_seed(0)
     model = HANClassifier(30, 3, embedding_dim=8, hidden_size=6, attention_size=7).eval()
     ids = _ids()
-    logits, w = model.forward_with_weights(ids)
-    assert logits.shape == (3, 3) and w.words.shape == (3, 4, 5) and w.sentences.shape == (3, 4)
-    assert (w.words[ids == 0] == 0).all() and (w.sentences[(ids == 0).all(-1)] == 0).all()
-    torch.testing.assert_close(w.sentences.sum(-1), torch.ones(3))
+    out = model.forward_with_weights(ids)
+    logits, words = out
+    sentences = out.sentence_weights
+    assert logits.shape == (3, 3) and words.shape == (3, 4, 5) and sentences.shape == (3, 4)
+    assert (words[ids == 0] == 0).all() and (sentences[(ids == 0).all(-1)] == 0).all()
+    torch.testing.assert_close(sentences.sum(-1), torch.ones(3))
     # More padding (sentences and words) changes nothing.
     bigger = torch.zeros(3, 6, 8, dtype=torch.long)
     bigger[:, :4, :5] = ids
@@ -76,11 +78,11 @@ def test_trains_with_fit_and_sentence_attention_finds_the_key_sentence():
     assert evaluate(model, test)["accuracy"] >= 0.9
     model.eval()
     with torch.no_grad():
-        _, weights = model.forward_with_weights(ids[330:])
+        out = model.forward_with_weights(ids[330:])
     keyed = keys[330:] >= 0
-    mass = weights.sentences[keyed].gather(1, keys[330:][keyed, None])
+    mass = out.sentence_weights[keyed].gather(1, keys[330:][keyed, None])
     assert mass.mean() >= 0.8, mass.mean()
-    assert torch.isfinite(weights.words).all()
+    assert torch.isfinite(out.weights).all()
 
 
 def test_gradients_are_finite_with_an_empty_document():

@@ -3,71 +3,65 @@
 import pytest
 import torch
 
-from attnlab.nn import MECHANISMS
+from attnlab.functional import AttentionOutput
+from attnlab.nn import (
+    MECHANISMS,
+    AdditiveAttention,
+    AttentionPooling,
+    HardAttention,
+    HierarchicalAttention,
+    LinearAttention,
+    LocalAttention,
+    LuongAttention,
+    MultiHeadAttention,
+    SequenceEncoder,
+)
 
 B, LQ, LK, DQ, DK = 2, 3, 7, 5, 6
 
-# name -> (constructor taking factory kwargs, call(module, keys, mask, need_weights), key width)
+
+def _decoder_query(m, k, mask, w):
+    """Encoder-decoder attention: queries (B, Lq, Dq) over the keys."""
+    return m(torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w)
+
+
+# name -> (constructor taking factory kwargs, call(module, keys, mask, need_weights)): each
+# module called with its natural inputs; every one returns AttentionOutput(context, weights).
 CASES = {
-    "additive": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).AdditiveAttention(DQ, DK, 8, **f),
-        lambda m, k, mask, w: m(
-            torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w
-        ),
-    ),
-    "luong": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).LuongAttention(
-            DQ, DK, score="general", **f
-        ),
-        lambda m, k, mask, w: m(
-            torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w
-        ),
-    ),
+    "additive": (lambda **f: AdditiveAttention(DQ, DK, 8, **f), _decoder_query),
+    "luong": (lambda **f: LuongAttention(DQ, DK, score="general", **f), _decoder_query),
     "local": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).LocalAttention(
-            DQ, DK, half_width=2, mode="monotonic", **f
-        ),
-        lambda m, k, mask, w: m(
-            torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w
-        ),
+        lambda **f: LocalAttention(DQ, DK, half_width=2, mode="monotonic", **f),
+        _decoder_query,
     ),
     "hard": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).HardAttention(
-            __import__("attnlab.nn", fromlist=["x"]).LuongAttention(DQ, DK, score="general", **f),
-            estimator="gumbel",
-        ),
-        lambda m, k, mask, w: tuple(
-            m(torch.randn(B, LQ, DQ, dtype=k.dtype), k, mask=mask, need_weights=w)[:2]
-        ),
+        lambda **f: HardAttention(LuongAttention(DQ, DK, score="general", **f), estimator="gumbel"),
+        _decoder_query,
     ),
+    # Documents of one sentence: (B, S=1, W, E); the weights are over the words, (B, 1, Lk).
     "hierarchical": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).HierarchicalAttention(DK, 4, **f),
-        # Each document is one sentence: its word weights are the weights over the keys.
-        lambda m, k, mask, w: (lambda doc, ws: (doc, None if ws is None else ws.words[:, 0]))(
-            *m(k.unsqueeze(1), mask=None if mask is None else mask.unsqueeze(1), need_weights=w)
+        lambda **f: HierarchicalAttention(DK, 4, **f),
+        lambda m, k, mask, w: m(
+            k.unsqueeze(1), mask=None if mask is None else mask.unsqueeze(1), need_weights=w
         ),
     ),
     "sequence-encoder": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).SequenceEncoder(DK, 4, **f),
+        lambda **f: SequenceEncoder(DK, 4, **f),
         lambda m, k, mask, w: m(k, mask=mask, need_weights=w),
     ),
     # Without biases: a fully masked row's zero context would otherwise become out_proj.bias.
     "multihead": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).MultiHeadAttention(
-            8, 2, kdim=DK, vdim=DK, kv_heads=1, bias=False, **f
-        ),
+        lambda **f: MultiHeadAttention(8, 2, kdim=DK, vdim=DK, kv_heads=1, bias=False, **f),
         lambda m, k, mask, w: m(torch.randn(B, LQ, 8, dtype=k.dtype), k, mask=mask, need_weights=w),
     ),
     "attention-pooling": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).AttentionPooling(DK, query=True, **f),
+        lambda **f: AttentionPooling(DK, query=True, **f),
         lambda m, k, mask, w: m(k, mask=mask, need_weights=w),
     ),
     # Linear attention never forms weights: it is called without asking for them.
     "linear": (
-        lambda **f: __import__("attnlab.nn", fromlist=["x"]).LinearAttention(
-            DK, 2, feature_map="favor", num_features=8, bias=False, **f
-        ),
-        lambda m, k, mask, w: (m(torch.randn(B, LQ, DK, dtype=k.dtype), k, mask=mask), None),
+        lambda **f: LinearAttention(DK, 2, feature_map="favor", num_features=8, bias=False, **f),
+        lambda m, k, mask, w: m(torch.randn(B, LQ, DK, dtype=k.dtype), k, mask=mask),
     ),
 }
 NO_WEIGHTS = {"linear"}
@@ -75,6 +69,17 @@ NO_WEIGHTS = {"linear"}
 
 def test_every_mechanism_has_a_conformance_case():
     assert set(MECHANISMS) == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_every_module_returns_one_attention_output(name, need_weights):
+    build, call = CASES[name]
+    out = call(build(), torch.randn(B, LK, DK), _mask(), need_weights)
+    assert isinstance(out, AttentionOutput) and len(out) == 2
+    context, weights = out
+    assert out.context is context and out.weights is weights
+    assert (weights is not None) == (need_weights and name not in NO_WEIGHTS)
 
 
 def _mask():

@@ -38,7 +38,8 @@ def test_matches_pyg_outputs_weights_and_grads(cls, pyg_cls, heads, concat, loop
     ours, theirs = _pair(cls, pyg_cls, heads=heads, concat=concat, add_self_loops=loops)
     x, ei = _graph()
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    out, (ei_a, alpha) = ours(xa, ei, return_attention_weights=True)
+    out, alpha = res = ours(xa, ei, need_weights=True)
+    ei_a = res.edge_index
     ref, (ei_b, ref_alpha) = theirs(xb, ei, return_attention_weights=True)
     assert out.shape == (N, heads * C if concat else C)
     assert torch.equal(ei_a, ei_b)
@@ -60,8 +61,8 @@ def test_sparse_equals_dense(cls, attention, loops):
     conv = cls(F_IN, C, heads=3, attention=attention, add_self_loops=loops)
     x, ei = _graph()
     ei = torch.cat([ei, ei[:, :4]], dim=1)  # with duplicates
-    out, (_, alpha) = conv(x, ei, return_attention_weights=True)
-    dense, (_, dense_alpha) = conv(x, ei, return_attention_weights=True, dense=True)
+    out, alpha = conv(x, ei, need_weights=True)
+    dense, dense_alpha = conv(x, ei, need_weights=True, dense=True)
     torch.testing.assert_close(dense, out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dense_alpha, alpha, atol=1e-6, rtol=1e-5)
 
@@ -73,8 +74,8 @@ def test_invariant_to_edge_order(cls):
     x, ei = _graph()
     ei = remove_self_loops(ei)  # so the edges used start with ei in its own order
     perm = torch.randperm(ei.shape[1])
-    out, (used, alpha) = conv(x, ei, return_attention_weights=True)
-    out_p, (used_p, alpha_p) = conv(x, ei[:, perm], return_attention_weights=True)
+    out, alpha = conv(x, ei, need_weights=True)
+    out_p, alpha_p = conv(x, ei[:, perm], need_weights=True)
     torch.testing.assert_close(out_p, out, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(alpha_p[: len(perm)], alpha[perm], atol=1e-6, rtol=1e-5)
 
@@ -82,7 +83,7 @@ def test_invariant_to_edge_order(cls):
 def test_uniform_attention_gives_inverse_degree():
     conv = GATConv(F_IN, C, heads=2, attention="uniform", add_self_loops=False)
     ei = torch.tensor([[0, 1, 2, 0], [3, 3, 3, 1]])
-    _, (_, alpha) = conv(torch.randn(4, F_IN), ei, return_attention_weights=True)
+    _, alpha = conv(torch.randn(4, F_IN), ei, need_weights=True)
     want = torch.tensor([1 / 3, 1 / 3, 1 / 3, 1.0]).unsqueeze(1).expand(4, 2)
     torch.testing.assert_close(alpha, want)
 
@@ -95,12 +96,13 @@ def test_isolated_nodes(cls):
     with torch.no_grad():
         bare.bias.normal_()
     x = x.requires_grad_(True)
-    out = bare(x, ei)
+    out = bare(x, ei).context
     torch.testing.assert_close(out[N - 1], bare.bias)  # no incoming edge: bias alone
     out.sum().backward()
     assert torch.isfinite(x.grad).all() and torch.equal(x.grad[N - 1], torch.zeros(F_IN))
     looped = cls(F_IN, C, heads=2)
-    _, (used, alpha) = looped(x, ei, return_attention_weights=True)
+    _, alpha = res = looped(x, ei, need_weights=True)
+    used = res.edge_index
     own = (used[1] == N - 1).nonzero().flatten()
     assert used[0, own].tolist() == [N - 1]  # it attends to itself alone
     torch.testing.assert_close(alpha[own], torch.ones(1, 2))
@@ -111,7 +113,7 @@ def test_duplicate_edges_count_once_per_copy(cls, pyg_cls):
     ours, theirs = _pair(cls, pyg_cls, heads=2, add_self_loops=False)
     x = torch.randn(3, F_IN)
     ei = torch.tensor([[0, 0, 1], [2, 2, 2]])
-    out, (_, alpha) = ours(x, ei, return_attention_weights=True)
+    out, alpha = ours(x, ei, need_weights=True)
     torch.testing.assert_close(alpha[0], alpha[1])
     torch.testing.assert_close(alpha.sum(0), torch.ones(2))
     torch.testing.assert_close(out, theirs(x, ei), atol=1e-5, rtol=1e-5)
@@ -120,7 +122,7 @@ def test_duplicate_edges_count_once_per_copy(cls, pyg_cls):
 def test_self_loops_replace_existing_ones():
     conv = GATConv(F_IN, C)
     ei = torch.tensor([[0, 1, 1], [1, 1, 2]])
-    _, (used, _) = conv(torch.randn(3, F_IN), ei, return_attention_weights=True)
+    used = conv(torch.randn(3, F_IN), ei, need_weights=True).edge_index
     assert used.tolist() == [[0, 1, 0, 1, 2], [1, 2, 0, 1, 2]]
 
 
@@ -154,13 +156,13 @@ def test_dtype_kwargs(cls, dtype):
     conv = cls(F_IN, C, heads=2, dtype=dtype)
     assert all(p.dtype == dtype for p in conv.parameters())
     x, ei = _graph()
-    out = conv(x.to(dtype), ei)
+    out = conv(x.to(dtype), ei).context
     assert out.dtype == dtype and torch.isfinite(out).all()
     ref = cls(F_IN, C, heads=2)
     ref.load_state_dict({k: v.float() for k, v in conv.state_dict().items()})
     tol = 1e-6 if dtype == torch.float64 else 5e-2
-    torch.testing.assert_close(out.float(), ref(x, ei), atol=tol, rtol=tol)
-    dense = conv(x.to(dtype), ei, dense=True)
+    torch.testing.assert_close(out.float(), ref(x, ei).context, atol=tol, rtol=tol)
+    dense = conv(x.to(dtype), ei, dense=True).context
     torch.testing.assert_close(dense.float(), out.float(), atol=tol, rtol=tol)
 
 
@@ -169,9 +171,9 @@ def test_dropout_only_while_training_and_weights_are_pre_dropout():
     conv = GATConv(F_IN, C, heads=2, dropout=0.5)
     x, ei = _graph()
     conv.eval()
-    out, (_, alpha) = conv(x, ei, return_attention_weights=True)
+    out, alpha = conv(x, ei, need_weights=True)
     conv.train()
-    out_t, (_, alpha_t) = conv(x, ei, return_attention_weights=True)
+    out_t, alpha_t = conv(x, ei, need_weights=True)
     assert not torch.allclose(out, out_t)
     torch.testing.assert_close(alpha_t, alpha)
 
@@ -181,7 +183,7 @@ def test_state_dict_round_trip_and_repr():
     copy = GATv2Conv(F_IN, C, heads=3, concat=False)
     copy.load_state_dict(conv.state_dict())
     x, ei = _graph()
-    torch.testing.assert_close(copy(x, ei), conv(x, ei))
+    torch.testing.assert_close(copy(x, ei).context, conv(x, ei).context)
     assert "heads=3" in repr(conv) and "concat=False" in repr(conv)
 
 
@@ -214,14 +216,14 @@ def _lookup_accuracy(cls, k: int = 5, *, until: float = 1.1, cap: int = 1000, se
     opt = torch.optim.Adam([*conv.parameters(), *head.parameters()], lr=1e-2)
     best, step = 0.0, 0
     while step < cap:
-        loss = torch.nn.functional.cross_entropy(head(conv(x, ei).relu())[is_query], y)
+        loss = torch.nn.functional.cross_entropy(head(conv(x, ei).context.relu())[is_query], y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         step += 1
         if step % 50 == 0:
             with torch.no_grad():
-                pred = head(conv(x, ei).relu())[is_query].argmax(-1)
+                pred = head(conv(x, ei).context.relu())[is_query].argmax(-1)
             best = max(best, (pred == y).float().mean().item())
             if best >= until:
                 break

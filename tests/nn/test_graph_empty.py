@@ -27,7 +27,8 @@ def test_a_graph_without_nodes_gives_empty_outputs_and_gradients(
     conv = cls(F_IN, C, heads=HEADS, concat=concat, add_self_loops=loops, attention=attention)
     conv.train()  # dropout on zero coefficients must not fail either
     x = torch.randn(0, F_IN, requires_grad=True)
-    out, (edges, alpha) = conv(x, NO_EDGES, return_attention_weights=True, dense=dense)
+    out, alpha = res = conv(x, NO_EDGES, need_weights=True, dense=dense)
+    edges = res.edge_index
     assert out.shape == (0, HEADS * C if concat else C)
     assert edges.shape == (2, 0) and alpha.shape == (0, HEADS)
     assert out.dtype == alpha.dtype == x.dtype
@@ -43,7 +44,7 @@ def test_a_graph_without_nodes_gives_empty_outputs_and_gradients(
 def test_empty_graphs_keep_the_dtype(cls, dtype):
     conv = cls(F_IN, C, heads=HEADS, dtype=dtype)
     for dense in (False, True):
-        out = conv(torch.randn(0, F_IN, dtype=dtype), NO_EDGES, dense=dense)
+        out = conv(torch.randn(0, F_IN, dtype=dtype), NO_EDGES, dense=dense).context
         assert out.shape == (0, HEADS * C) and out.dtype == dtype
 
 
@@ -53,7 +54,7 @@ def test_nodes_without_edges_output_the_bias(cls, dense):
     conv = cls(F_IN, C, heads=HEADS, add_self_loops=False)
     torch.nn.init.normal_(conv.bias)
     x = torch.randn(4, F_IN, requires_grad=True)
-    out, (_, alpha) = conv(x, NO_EDGES, return_attention_weights=True, dense=dense)
+    out, alpha = conv(x, NO_EDGES, need_weights=True, dense=dense)
     torch.testing.assert_close(out, conv.bias.expand(4, -1))
     assert alpha.shape == (0, HEADS)
     out.sum().backward()

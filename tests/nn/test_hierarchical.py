@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from attnlab.nn.hierarchical import HierarchicalAttention, HierarchicalWeights, SequenceEncoder
+from attnlab.functional import AttentionOutput
+from attnlab.nn.hierarchical import HierarchicalAttention, SequenceEncoder
 
 B, S, W, E, H, A = 3, 4, 5, 6, 7, 9  # all distinct
 
@@ -58,14 +59,15 @@ def test_matches_sentence_by_sentence_reference():
     han = _module()
     inputs = torch.randn(B, S, W, E, dtype=torch.float64)
     mask = _mask()
-    doc, weights = han(inputs, mask=mask, need_weights=True)
+    out = han(inputs, mask=mask, need_weights=True)
+    doc, words = out
     ref_doc, ref_words, ref_sentences = _reference(han, inputs, mask)
-    assert isinstance(weights, HierarchicalWeights)
-    assert doc.shape == (B, 2 * H) and weights.words.shape == (B, S, W)
-    assert weights.sentences.shape == (B, S)
+    assert isinstance(out, AttentionOutput)
+    assert doc.shape == (B, 2 * H) and words.shape == (B, S, W)
+    assert out.sentence_weights.shape == (B, S)
     torch.testing.assert_close(doc, ref_doc)
-    torch.testing.assert_close(weights.words, ref_words)
-    torch.testing.assert_close(weights.sentences, ref_sentences)
+    torch.testing.assert_close(words, ref_words)
+    torch.testing.assert_close(out.sentence_weights, ref_sentences)
     fast, none = han(inputs, mask=mask)
     assert none is None
     torch.testing.assert_close(fast, doc)
@@ -75,31 +77,33 @@ def test_padding_gets_exactly_zero_weight_and_does_not_matter():
     han = _module()
     inputs = torch.randn(B, S, W, E, dtype=torch.float64)
     mask = _mask()
-    doc, weights = han(inputs, mask=mask, need_weights=True)
-    assert (weights.words[~mask] == 0).all()
-    assert (weights.sentences[~mask.any(-1)] == 0).all()
+    out = han(inputs, mask=mask, need_weights=True)
+    doc, words = out
+    assert (words[~mask] == 0).all()
+    assert (out.sentence_weights[~mask.any(-1)] == 0).all()
     real_sentences = mask.any(-1)
-    sums = weights.words.sum(-1)
+    sums = words.sum(-1)
     torch.testing.assert_close(sums[real_sentences], torch.ones_like(sums[real_sentences]))
-    torch.testing.assert_close(weights.sentences[:2].sum(-1), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(out.sentence_weights[:2].sum(-1), torch.ones(2, dtype=torch.float64))
     # Garbage in padded positions, and extra padded sentences and words, change nothing.
     noisy = inputs.masked_fill(~mask.unsqueeze(-1), 1e4)
     bigger = torch.zeros(B, S + 2, W + 3, E, dtype=torch.float64)
     bigger[:, :S, :W] = noisy
     big_mask = torch.zeros(B, S + 2, W + 3, dtype=torch.bool)
     big_mask[:, :S, :W] = mask
-    big_doc, big_weights = han(bigger, mask=big_mask, need_weights=True)
+    big_doc, big_words = han(bigger, mask=big_mask, need_weights=True)
     torch.testing.assert_close(big_doc, doc)
-    torch.testing.assert_close(big_weights.words[:, :S, :W], weights.words)
-    assert big_weights.words[:, S:].abs().sum() == 0 and big_weights.words[..., W:].abs().sum() == 0
+    torch.testing.assert_close(big_words[:, :S, :W], words)
+    assert big_words[:, S:].abs().sum() == 0 and big_words[..., W:].abs().sum() == 0
 
 
 def test_empty_document_gives_zeros_without_nan_and_finite_gradients():
     han = _module(torch.float32)
     inputs = torch.randn(B, S, W, E, requires_grad=True)
-    doc, weights = han(inputs, mask=_mask(), need_weights=True)
+    out = han(inputs, mask=_mask(), need_weights=True)
+    doc, words = out
     assert torch.isfinite(doc).all() and (doc[2] == 0).all()
-    assert (weights.sentences[2] == 0).all() and (weights.words[2] == 0).all()
+    assert (out.sentence_weights[2] == 0).all() and (words[2] == 0).all()
     doc.square().sum().backward()
     assert torch.isfinite(inputs.grad).all()
     assert (inputs.grad[~_mask()] == 0).all()  # padding gets no gradient either
@@ -110,20 +114,22 @@ def test_empty_document_gives_zeros_without_nan_and_finite_gradients():
 def test_a_batch_of_only_padding_and_no_mask():
     han = _module(torch.float32)
     inputs = torch.randn(2, 3, 4, E)
-    doc, weights = han(inputs, mask=torch.zeros(2, 3, 4, dtype=torch.bool), need_weights=True)
-    assert (doc == 0).all() and (weights.words == 0).all() and (weights.sentences == 0).all()
-    doc, weights = han(inputs, need_weights=True)  # no mask: every word is real
-    torch.testing.assert_close(weights.sentences.sum(-1), torch.ones(2))
-    assert (weights.words > 0).all()
+    out = han(inputs, mask=torch.zeros(2, 3, 4, dtype=torch.bool), need_weights=True)
+    doc, words = out
+    assert (doc == 0).all() and (words == 0).all() and (out.sentence_weights == 0).all()
+    out = han(inputs, need_weights=True)  # no mask: every word is real
+    torch.testing.assert_close(out.sentence_weights.sum(-1), torch.ones(2))
+    assert (out.weights > 0).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_factory_kwargs(dtype):
     han = HierarchicalAttention(E, H, device="cpu", dtype=dtype)
     assert all(p.dtype == dtype for p in han.parameters())
-    doc, weights = han(torch.randn(B, S, W, E, dtype=dtype), mask=_mask(), need_weights=True)
+    out = han(torch.randn(B, S, W, E, dtype=dtype), mask=_mask(), need_weights=True)
+    doc, words = out
     assert doc.dtype == dtype and torch.isfinite(doc).all()
-    assert torch.isfinite(weights.words).all() and torch.isfinite(weights.sentences).all()
+    assert torch.isfinite(words).all() and torch.isfinite(out.sentence_weights).all()
 
 
 def test_repr_and_state_dict_round_trip():

@@ -28,8 +28,8 @@ def test_shapes_and_equal_to_the_functional_on_its_projections(feature_map, caus
     x = torch.randn(B, LK, E)
     y = torch.randn(B, LQ if not causal else LK, E)
     mask = key_mask()
-    out = attn(y, x, mask=mask)
-    assert out.shape == (B, y.shape[1], E)
+    out, weights = attn(y, x, mask=mask)
+    assert out.shape == (B, y.shape[1], E) and weights is None
 
     def heads(t):
         return t.view(B, -1, H, E // H).transpose(1, 2)
@@ -50,7 +50,7 @@ def test_shapes_and_equal_to_the_functional_on_its_projections(feature_map, caus
 def test_self_attention_defaults_key_and_value_to_query():
     attn = build()
     x = torch.randn(B, LK, E)
-    torch.testing.assert_close(attn(x), attn(x, x, x))
+    torch.testing.assert_close(attn(x).context, attn(x, x, x).context)
 
 
 @pytest.mark.parametrize("feature_map", ["elu", "favor"])
@@ -58,12 +58,12 @@ def test_masked_keys_do_not_matter_and_no_key_gives_zeros(feature_map):
     attn = build(feature_map=feature_map, bias=False)
     q, kv = torch.randn(B, LQ, E), torch.randn(B, LK, E)
     mask = key_mask()
-    out = attn(q, kv, mask=mask)
+    out = attn(q, kv, mask=mask).context
     kv2 = kv.clone()
     kv2[1, 4:] = 1e3
-    torch.testing.assert_close(attn(q, kv2, mask=mask), out)
+    torch.testing.assert_close(attn(q, kv2, mask=mask).context, out)
     mask[0] = False
-    hidden = attn(q, kv, mask=mask)
+    hidden = attn(q, kv, mask=mask).context
     assert torch.isfinite(hidden).all() and (hidden[0] == 0).all()
     torch.testing.assert_close(hidden[1], out[1])
 
@@ -73,7 +73,7 @@ def test_causal_output_ignores_the_future():
     x = torch.randn(B, LK, E)
     x2 = x.clone()
     x2[:, 4:] = torch.randn(B, LK - 4, E)
-    torch.testing.assert_close(attn(x2)[:, :4], attn(x)[:, :4])
+    torch.testing.assert_close(attn(x2).context[:, :4], attn(x).context[:, :4])
 
 
 def test_favor_approaches_softmax_multihead_attention_with_many_features():
@@ -86,7 +86,7 @@ def test_favor_approaches_softmax_multihead_attention_with_many_features():
         attn.load_state_dict({**mha.state_dict(), "projection": attn.projection})
         attn.redraw_features(torch.Generator().manual_seed(m))
         exact, _ = mha(x)
-        return ((attn(x) - exact).norm() / exact.norm()).item()
+        return ((attn(x).context - exact).norm() / exact.norm()).item()
 
     assert error(4096) < 0.05 < error(4)
 
@@ -133,7 +133,7 @@ def test_state_dict_round_trip(feature_map):
     assert ("projection" in a.state_dict()) == (feature_map == "favor")
     b.load_state_dict(a.state_dict())
     x = torch.randn(B, LK, E)
-    torch.testing.assert_close(b(x), a(x))
+    torch.testing.assert_close(b(x).context, a(x).context)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
@@ -142,7 +142,7 @@ def test_device_and_dtype_kwargs_and_no_nan(dtype):
     assert all(t.dtype == dtype for t in (*attn.parameters(), attn.projection))
     mask = key_mask()
     mask[0] = False
-    out = attn(torch.randn(B, LQ, E, dtype=dtype), torch.randn(B, LK, E, dtype=dtype), mask=mask)
+    out, _ = attn(torch.randn(B, LQ, E, dtype=dtype), torch.randn(B, LK, E, dtype=dtype), mask=mask)
     assert out.dtype == dtype and torch.isfinite(out).all() and (out[0] == 0).all()
     meta = LinearAttention(E, H, feature_map="favor", device="meta")
     assert all(t.is_meta for t in (*meta.parameters(), meta.projection))
@@ -150,7 +150,7 @@ def test_device_and_dtype_kwargs_and_no_nan(dtype):
 
 def test_gradients_reach_every_parameter_but_not_the_projection():
     attn = build(feature_map="favor", causal=True)
-    attn(torch.randn(B, LK, E), mask=key_mask()).square().sum().backward()
+    attn(torch.randn(B, LK, E), mask=key_mask()).context.square().sum().backward()
     for name, p in attn.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     assert not attn.projection.requires_grad
@@ -189,7 +189,7 @@ def test_call_errors():
         attn(torch.randn(B, LK, E + 1))
     with pytest.raises(TypeError, match="torch.Tensor"):
         attn(x, "keys")
-    with pytest.raises(ValueError, match="boolean key mask"):
+    with pytest.raises(TypeError, match="mask must be boolean"):
         attn(x, mask=torch.ones(B, LK))
     with pytest.raises(ValueError, match="boolean key mask"):
         attn(x, mask=torch.ones(B, LK, LK, dtype=torch.bool))

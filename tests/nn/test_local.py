@@ -190,7 +190,7 @@ def test_mask_errors(data):
     attn = LocalAttention(DQ, DK, half_width=1, mode="monotonic")
     with pytest.raises(ValueError, match=r"boolean key mask \(B, Lk\).*shape \(2, 5, 9\)"):
         attn(q, k, v, mask=mask.unsqueeze(1).expand(B, LQ, LK))
-    with pytest.raises(ValueError, match=r"boolean key mask.*torch.float32"):
+    with pytest.raises(TypeError, match=r"mask must be boolean.*torch.float32"):
         attn(q, k, v, mask=mask.float())
 
 

@@ -112,7 +112,7 @@ def test_graph_nodes_no_edge_reaches(name, dtype, nodes, edges, heads, concat, d
         if nodes
         else torch.zeros(2, 0, dtype=torch.long)
     )
-    out, (_, alpha) = layer(x, ei, return_attention_weights=True, dense=dense)
+    out, alpha = layer(x, ei, need_weights=True, dense=dense)
     assert out.shape == (nodes, 3 * heads if concat else 3) and torch.isfinite(out).all()
     assert alpha.shape == (ei.shape[1], heads) and torch.isfinite(alpha).all()
     out.float().square().sum().backward()

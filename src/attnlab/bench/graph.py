@@ -60,6 +60,11 @@ def _layers(features: int) -> tuple[GATConv, torch.nn.Module]:
     return GATConv.from_pyg(theirs), theirs
 
 
+def _node_output(result: object) -> torch.Tensor:
+    """Node features from either layer: ours returns ``(out, weights)``, PyG's a tensor."""
+    return result[0] if isinstance(result, tuple) else result
+
+
 def _candidate(layer: torch.nn.Module, x, edge_index, backward: bool) -> Callable[[], None]:
     def forward() -> None:
         with torch.no_grad():
@@ -67,7 +72,7 @@ def _candidate(layer: torch.nn.Module, x, edge_index, backward: bool) -> Callabl
 
     def forward_backward() -> None:
         layer.zero_grad(set_to_none=True)
-        layer(x, edge_index).sum().backward()
+        _node_output(layer(x, edge_index)).sum().backward()
 
     return forward_backward if backward else forward
 
@@ -107,7 +112,7 @@ def run_memory_point(nodes: int, edges: int, features: int = 64) -> float:
     layer = GATConv(features, OUT, heads=HEADS)
     x, edge_index = random_graph(nodes, edges, features)
     x.requires_grad_(True)
-    return peak_of(lambda: layer(x, edge_index).sum().backward())
+    return peak_of(lambda: _node_output(layer(x, edge_index)).sum().backward())
 
 
 def gat_memory_row(nodes: int = 100_000, edges: int = 1_000_000, *, timeout: float = 600.0) -> dict:

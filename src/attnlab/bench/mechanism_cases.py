@@ -167,7 +167,7 @@ def gat_pair(nodes: int = 2708, edges: int = 10556, features: int = 1433) -> Pai
     x, edge_index = graph.random_graph(nodes, edges, features)
     g = torch.Generator().manual_seed(1)
     return Pair(
-        lambda: ours(x, edge_index),
+        lambda: ours(x, edge_index).context,
         lambda: theirs(x, edge_index),
         torch.randn(nodes, graph.HEADS * graph.OUT, generator=g),
         f"N={nodes}, E={edges}, F={features}, {graph.HEADS} heads x {graph.OUT}",

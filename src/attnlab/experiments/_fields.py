@@ -57,8 +57,20 @@ class FieldFlag:
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
-    """Read the Google-style ``Attributes:`` section of a class docstring."""
-    doc = inspect.cleandoc(cls.__doc__ or "")
+    """The ``Attributes:`` texts of a class and its bases; a subclass's wording wins.
+
+    A Config that inherits shared settings (``TrainingSettings``) documents only the
+    fields it words its own way.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        docs |= _own_attribute_docs(klass)
+    return docs
+
+
+def _own_attribute_docs(cls: type) -> dict[str, str]:
+    """Read the Google-style ``Attributes:`` section of one class's own docstring."""
+    doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
     docs: dict[str, str] = {}
     lines = doc.splitlines()
     try:

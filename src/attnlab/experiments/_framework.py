@@ -1,189 +1,164 @@
-"""Experiment specs, the registry, and :func:`run_experiment`, which writes every run's files.
+"""The experiment loop, :func:`run_models`, and :func:`run_experiment`, which writes the files.
 
-An experiment module defines a frozen Config dataclass and a ``run(config, run_dir)``
-that returns one :class:`ModelResult` per model, then registers an
-:class:`ExperimentSpec`. Everything around it (the output folder, resuming, the
-``results.json`` shape, the report table, the environment) is done here, once.
+An experiment prepares its data, then calls :func:`run_models` with a
+``train_one(model, seed)`` that builds, trains and scores one model under one seed.
+The loop, its progress lines, the timing, the per-seed records that let ``--resume``
+skip finished seeds, and the gathering of seeds into one :class:`ModelResult` per
+model are written here, once. Everything around a run (the output folder, resuming,
+the ``results.json`` shape, the report table, the environment) is done by
+:func:`run_experiment`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from attnlab.bench.harness import environment
-from attnlab.experiments._fields import command_line, config_fields
-from attnlab.experiments._report import results_entries, results_table
-from attnlab.experiments._rundir import RunDir
+from attnlab.experiments._fields import command_line
+from attnlab.experiments._registry import get_experiment
+from attnlab.experiments._report import format_metric, report_md, results_entries, results_table
+from attnlab.experiments._results import ModelResult, Outcome, SeedResult
+from attnlab.experiments._rundir import RunDir, write_atomic
 
-__all__ = [
-    "BUILTIN",
-    "EXPERIMENTS",
-    "ExperimentSpec",
-    "ModelResult",
-    "RunDir",
-    "available",
-    "get_experiment",
-    "register",
-    "run_experiment",
-]
+__all__ = ["TrainOne", "Summary", "record_path", "run_experiment", "run_models"]
 
-# Modules that register the shipped experiments when imported; see `_load_builtin`.
-BUILTIN: tuple[str, ...] = (
-    "attnlab.experiments.gat",
-    "attnlab.experiments.han",
-    "attnlab.experiments.minilm",
-    "attnlab.experiments.sentiment",
-    "attnlab.experiments.translate",
-)
+TrainOne = Callable[[str, int], SeedResult]
+"""``train_one(model, seed)``: build, train and score one model under one seed."""
 
-_RESERVED = ("model", "metrics", "parameters", "seconds")
+Summary = Callable[[str, list[SeedResult]], dict[str, Any]]
+"""``summary(model, seed_results)``: the model's extra ``results.json`` fields."""
 
 
-@dataclass
-class ModelResult:
-    """What one model achieved over the seeds of a run.
+def record_path(run: RunDir, model: str, seed: int) -> Path:
+    """Where :func:`run_models` keeps the record of a finished (model, seed)."""
+    return run.checkpoints / model / f"seed{seed}.json"
 
-    Attributes:
-        model: The model's name as shown in the report.
-        metrics: Metric name (spelled out: ``test_accuracy``, ``perplexity``) to one
-            value per seed; accuracies as fractions in [0, 1].
-        parameters: Trainable parameter count.
-        seconds: Mean wall-clock seconds per seed.
-        extra: More JSON-ready fields for this model's entry in ``results.json``.
+
+def _recorded(run: RunDir | None, model: str, seed: int) -> SeedResult | None:
+    """The record of a seed finished before an interruption, if it is complete.
+
+    A record whose pictures are missing, or that this version cannot read, is ignored,
+    so the seed is trained (and drawn) again.
     """
-
-    model: str
-    metrics: dict[str, list[float]]
-    parameters: int
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        empty = [name for name, runs in self.metrics.items() if len(runs) == 0]
-        if empty:
-            raise ValueError(
-                f"model {self.model!r}: metric {empty[0]!r} has no runs; give one value per seed"
-            )
-        clash = [k for k in self.extra if k in _RESERVED]
-        if clash:
-            raise ValueError(f"model {self.model!r}: extra key {clash[0]!r} is reserved; rename it")
+    if run is None or not (path := record_path(run, model, seed)).is_file():
+        return None
+    try:
+        record = SeedResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except ValueError as err:  # JSONDecodeError included
+        print(f"attnlab: {path} is unreadable ({err}); training again", file=sys.stderr)
+        return None
+    if not all((run.path / picture).is_file() for picture in record.pictures):
+        return None
+    return record
 
 
-@dataclass(frozen=True)
-class ExperimentSpec:
-    """A reproducible experiment as the framework and the CLI see it.
-
-    Attributes:
-        name: Command-line name (``attnlab run NAME``): lowercase letters, digits, ``-``, ``_``.
-        description: One line for ``attnlab list``.
-        config: The frozen Config dataclass class; the CLI derives one flag per field.
-        run: ``run(config, run_dir)`` trains and evaluates, returning one result per model.
-            It writes pictures into ``run_dir.path`` and checkpoints under
-            ``run_dir.checkpoints`` so that an interrupted run can be resumed.
-        dataset: ``dataset(config)`` names the dataset for ``results.json``.
-        report: Optional ``report(config, results, run_dir)`` returning markdown that is
-            appended to ``report.md`` (figures, notes).
-        explain: Optional ``explain(config, run_folder, text)`` returning the
-            :class:`~attnlab.interpret.explain.AttentionTrace` of one sentence through the
-            run's trained model (``attnlab explain TEXT --model RUN_FOLDER``).
-    """
-
-    name: str
-    description: str
-    config: type
-    run: Callable[[Any, RunDir], list[ModelResult]]
-    dataset: Callable[[Any], str]
-    report: Callable[[Any, list[ModelResult], RunDir], str] | None = None
-    explain: Callable[[Any, Path, str], Any] | None = None
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z][a-z0-9_-]*", self.name):
-            raise ValueError(
-                f"experiment name {self.name!r} must be lowercase letters, digits, "
-                "'-' or '_', starting with a letter"
-            )
-        params = getattr(self.config, "__dataclass_params__", None)
-        if not isinstance(self.config, type) or params is None or not params.frozen:
-            raise TypeError(
-                f"experiment {self.name!r}: config must be a frozen dataclass "
-                f"class, got {self.config!r}"
-            )
-        config_fields(self.config)  # fail at registration if the CLI cannot express a field
+def _progress(model: str, seed: int, result: SeedResult, recorded: bool) -> None:
+    scores = ", ".join(f"{name} {format_metric(name, v)}" for name, v in result.metrics.items())
+    notes = [result.note] if result.note else []
+    notes.append("recorded before" if recorded else f"{result.seconds:.1f} s")
+    tqdm.write(f"{model} seed {seed}: {scores} ({', '.join(notes)})")
 
 
-EXPERIMENTS: dict[str, ExperimentSpec] = {}
-
-
-def register(spec: ExperimentSpec) -> ExperimentSpec:
-    """Add an experiment to :data:`EXPERIMENTS`.
-
-    Args:
-        spec: The experiment.
-
-    Returns:
-        ``spec``, so a module can write ``SPEC = register(ExperimentSpec(...))``.
-
-    Raises:
-        ValueError: If another experiment already has this name.
-    """
-    existing = EXPERIMENTS.get(spec.name)
-    if existing is not None and existing is not spec:
-        raise ValueError(
-            f"an experiment named {spec.name!r} is already registered; pick another name"
+def _one_seed(train_one: TrainOne, model: str, seed: int, run: RunDir | None) -> SeedResult:
+    recorded = _recorded(run, model, seed)
+    if recorded is not None:
+        _progress(model, seed, recorded, recorded=True)
+        return recorded
+    start = time.perf_counter()
+    result = train_one(model, seed)
+    if not isinstance(result, SeedResult):
+        raise TypeError(
+            f"train_one({model!r}, {seed}) returned {type(result).__name__}; return a SeedResult"
         )
-    EXPERIMENTS[spec.name] = spec
-    return spec
+    if result.seconds is None:
+        result = dataclasses.replace(result, seconds=time.perf_counter() - start)
+    if run is not None:
+        path = record_path(run, model, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(result.to_json(), indent=1) + "\n")
+    _progress(model, seed, result, recorded=False)
+    return result
 
 
-def _load_builtin() -> None:
-    """Import the shipped experiment modules, which register themselves.
-
-    A module that does not exist (yet) is skipped; any other import error, including a
-    missing dependency inside an existing module, propagates.
-    """
-    for module in BUILTIN:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-
-
-def available() -> dict[str, ExperimentSpec]:
-    """Every experiment, the shipped ones loaded.
-
-    Returns:
-        Name to spec, sorted by name.
-    """
-    _load_builtin()
-    return dict(sorted(EXPERIMENTS.items()))
+def _gather(model: str, runs: list[SeedResult], summary: Summary | None) -> ModelResult:
+    names = list(runs[0].metrics)
+    odd = [r for r in runs if list(r.metrics) != names]
+    if odd:
+        raise ValueError(
+            f"model {model!r}: seeds report different metrics ({names} and "
+            f"{list(odd[0].metrics)}); give every seed the same ones"
+        )
+    extra = dict(summary(model, runs)) if summary is not None else {}
+    pictures = [picture for r in runs for picture in r.pictures]
+    if pictures:
+        extra["pictures"] = pictures
+    seconds = [float(r.seconds or 0.0) for r in runs]
+    return ModelResult(
+        model=model,
+        metrics={name: [r.metrics[name] for r in runs] for name in names},
+        parameters=runs[-1].parameters,
+        seconds=sum(seconds) / len(seconds),
+        extra=extra,
+    )
 
 
-def get_experiment(name: str) -> ExperimentSpec:
-    """Look up an experiment by name.
+def run_models(
+    models: Sequence[str],
+    seeds: Iterable[int],
+    train_one: TrainOne,
+    *,
+    records: RunDir | None = None,
+    summary: Summary | None = None,
+) -> list[ModelResult]:
+    """Train every model under every seed: the loop every experiment shares.
+
+    Each (model, seed) is trained by ``train_one``, timed, and reported in one progress
+    line; the seeds of a model become one :class:`ModelResult` (one value per seed for
+    each metric, the mean seconds, the last seed's parameter count, every seed's pictures
+    under ``"pictures"``, and ``summary``'s fields).
 
     Args:
-        name: The registered name.
+        models: The model names, in the order of the table.
+        seeds: The seeds each model trains under.
+        train_one: ``train_one(model, seed) -> SeedResult``; it seeds, builds, trains,
+            scores and draws. Its own checkpoints (under ``run.checkpoints``) make an
+            interrupted seed resumable.
+        records: The run folder in which to keep one record per finished seed
+            (:func:`record_path`); a resumed run reads them back instead of training
+            again. None keeps none (the experiment resumes through its own checkpoints).
+        summary: ``summary(model, seed_results)`` gives the model's extra
+            ``results.json`` fields (e.g. per-seed best epochs); None gives none.
 
     Returns:
-        The experiment's spec.
+        One result per model, in ``models`` order.
 
     Raises:
-        ValueError: If no experiment has this name.
+        TypeError: If ``train_one`` returns something other than a :class:`SeedResult`.
+        ValueError: If ``seeds`` is empty or the seeds of a model report different metrics.
+
+    Example:
+        >>> def train_one(model, seed):
+        ...     return SeedResult({"test_accuracy": 0.5 + seed / 10}, parameters=10)
+        >>> [r.metrics for r in run_models(["a"], [0, 1], train_one)]  # doctest: +SKIP
+        [{'test_accuracy': [0.5, 0.6]}]
     """
-    experiments = available()
-    if name not in experiments:
-        names = ", ".join(experiments) or "none"
-        raise ValueError(f"unknown experiment {name!r}; available: {names} (see `attnlab list`)")
-    return experiments[name]
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ValueError("run_models needs at least one seed")
+    results = []
+    for model in models:
+        runs = [_one_seed(train_one, model, seed, records) for seed in seeds]
+        results.append(_gather(model, runs, summary))
+    return results
 
 
 def _device(config: Any) -> str:
@@ -198,11 +173,14 @@ def _environment(config: Any) -> dict[str, Any]:
     return {key: env[key] for key in ("torch", "python", "threads", "device", "commit")}
 
 
-def _check_results(name: str, results: Any) -> list[ModelResult]:
+def _outcome(name: str, returned: Any) -> Outcome[Any]:
+    """What ``run`` returned, as an :class:`Outcome` with a non-empty list of results."""
+    outcome = returned if isinstance(returned, Outcome) else Outcome(returned)
+    results = outcome.results
     if not isinstance(results, list) or not results:
         raise TypeError(
             f"experiment {name!r} returned {type(results).__name__}; "
-            "run() must return a non-empty list of ModelResult"
+            "run() must return an Outcome or a non-empty list of ModelResult"
         )
     bad = [r for r in results if not isinstance(r, ModelResult)]
     if bad:
@@ -210,24 +188,7 @@ def _check_results(name: str, results: Any) -> list[ModelResult]:
             f"experiment {name!r} returned a {type(bad[0]).__name__}; "
             "run() must return ModelResult items"
         )
-    return results
-
-
-def _report_md(spec: ExperimentSpec, command: str, table: str, extra: str) -> str:
-    parts = [
-        f"# {spec.name}: {spec.description}",
-        "",
-        "Reproduce with:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        table.rstrip("\n"),
-    ]
-    if extra.strip():
-        parts += ["", extra.strip()]
-    return "\n".join(parts) + "\n"
+    return outcome
 
 
 def run_experiment(
@@ -273,8 +234,8 @@ def run_experiment(
     run = RunDir.open(out, name, resume=resume, overwrite=overwrite)
     try:
         run.begin(name, config_dict)
-        results = _check_results(name, spec.run(config, run))
-        entries = results_entries(results)
+        outcome = _outcome(name, spec.run(config, run))
+        entries = results_entries(outcome.results)
         document = {
             "experiment": name,
             "dataset": spec.dataset(config),
@@ -284,8 +245,9 @@ def run_experiment(
             "results": entries,
         }
         table = results_table(entries)
-        extra = spec.report(config, results, run) if spec.report is not None else ""
-        path = run.finish(document, _report_md(spec, command, table, extra))
+        extra = spec.report(config, outcome, run) if spec.report is not None else ""
+        title = f"{spec.name}: {spec.description}"
+        path = run.finish(document, report_md(title, command, table, extra))
     except BaseException:
         run.abandon()
         raise

@@ -8,9 +8,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from attnlab.experiments._framework import ModelResult
+    from attnlab.experiments._results import ModelResult
 
-__all__ = ["summarise", "results_entries", "results_table", "format_number"]
+__all__ = [
+    "format_metric",
+    "format_number",
+    "report_md",
+    "results_entries",
+    "results_table",
+    "summarise",
+]
 
 
 def summarise(runs: Sequence[float]) -> dict[str, Any]:
@@ -67,6 +74,11 @@ def _decimals(x: float, significant: int) -> int:
     return min(max(significant - 1 - math.floor(math.log10(abs(x))), 0), 8)
 
 
+def format_metric(metric: str, value: float) -> str:
+    """One value of a metric as a progress line shows it: ``79.30%`` or ``12.35``."""
+    return f"{100 * value:.2f}%" if _is_accuracy(metric) else format_number(value)
+
+
 def _cell(metric: str, stats: dict[str, Any]) -> str:
     mean, std = stats["mean"], stats["std"]
     if _is_accuracy(metric):
@@ -112,3 +124,22 @@ def results_table(entries: Sequence[dict[str, Any]]) -> str:
         cells.append(format_number(entry["seconds"], 3))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report_md(title: str, command: str, table: str, extra: str) -> str:
+    """The text of ``report.md``: a title, the reproducing command, the table, the notes.
+
+    Args:
+        title: The first heading's text (``NAME: description``).
+        command: The shell command that reproduces the run.
+        table: The results table (:func:`results_table`).
+        extra: The experiment's notes under the table (may be empty).
+
+    Returns:
+        Markdown ending with a newline.
+    """
+    parts = [f"# {title}", "", "Reproduce with:", "", "```bash", command, "```", ""]
+    parts.append(table.rstrip("\n"))
+    if extra.strip():
+        parts += ["", extra.strip()]
+    return "\n".join(parts) + "\n"

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from attnlab.experiments._translate_config import TranslateConfig
 from attnlab.interpret import plot_alignment
 from attnlab.interpret.grid import AlignmentPanel, plot_alignment_grid
 from attnlab.interpret.subwords import merge_subword_alignment
@@ -56,7 +57,9 @@ def perplexity(model: Seq2Seq, batches: Iterable[tuple[torch.Tensor, ...]]) -> f
     return math.exp(total / max(tokens, 1))
 
 
-def _word_alignment(model: Seq2Seq, data: Any, cfg: Any, index: int, beam: int) -> tuple:
+def _word_alignment(
+    model: Seq2Seq, data: Any, cfg: TranslateConfig, index: int, beam: int
+) -> tuple:
     """Beam-decode test sentence ``index``; its alignment over words, and the words."""
     src, src_len, _, _ = data.tensors["test_2016_flickr"]
     length = int(src_len[index])
@@ -81,7 +84,9 @@ def _word_alignment(model: Seq2Seq, data: Any, cfg: Any, index: int, beam: int) 
     return merge_subword_alignment(weights, source, target)
 
 
-def draw_alignments(model: Seq2Seq, data: Any, name: str, cfg: Any, out: Path) -> list[str]:
+def draw_alignments(
+    model: Seq2Seq, data: Any, name: str, cfg: TranslateConfig, out: Path
+) -> list[str]:
     """Alignment heatmaps (source words x target words) of the first test sentences."""
     pictures = []
     # Never more than the test split holds (Multi30k's has 1000; a toy split fewer).
@@ -101,7 +106,7 @@ def draw_alignments(model: Seq2Seq, data: Any, name: str, cfg: Any, out: Path) -
     return pictures
 
 
-def draw_comparison(models: dict[str, Seq2Seq], data: Any, cfg: Any, out: Path) -> str:
+def draw_comparison(models: dict[str, Seq2Seq], data: Any, cfg: TranslateConfig, out: Path) -> str:
     """One picture: every variant's alignment of the same test sentence, side by side."""
     panels = []
     for name, model in models.items():

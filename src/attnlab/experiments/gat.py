@@ -24,7 +24,6 @@ Run: ``attnlab run gat [--dataset cora] [--runs N] [--models gat gat-uniform gat
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.data.planetoid import PlanetoidGraph, load_planetoid
-from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments import (
+    ExperimentSpec,
+    ModelResult,
+    Outcome,
+    RunDir,
+    SeedResult,
+    count_parameters,
+    register,
+    run_models,
+)
 from attnlab.experiments import _checks as checks
 from attnlab.interpret.graph import plot_graph_attention
 from attnlab.models.gat import GAT, GAT_KINDS
@@ -193,6 +201,32 @@ def draw(g: PlanetoidGraph, model: GAT, path: Path) -> None:
     )
 
 
+def _train_seed(cfg: GATConfig, g: PlanetoidGraph, kind: str, seed: int, out: Path) -> SeedResult:
+    """:func:`train_one` for the experiment loop; the seed-0 gat model is drawn."""
+    model, stats = train_one(cfg, g, kind, seed)
+    pictures = []
+    if cfg.picture and kind == "gat" and seed == 0:
+        draw(g, model, out / _PICTURE)
+        pictures = [_PICTURE]
+    return SeedResult(
+        metrics={"test_accuracy": stats["test_accuracy"]},
+        parameters=count_parameters(model),
+        seconds=stats["seconds"],
+        pictures=pictures,
+        extra={key: stats[key] for key in ("val_accuracy", "best_epoch", "epochs")},
+        note=f"best epoch {stats['best_epoch']}/{stats['epochs']}",
+    )
+
+
+def _summary(kind: str, runs: list[SeedResult]) -> dict[str, list]:
+    return {
+        "val_accuracy_runs": [r.extra["val_accuracy"] for r in runs],
+        "best_epoch_runs": [r.extra["best_epoch"] for r in runs],
+        "epochs_runs": [r.extra["epochs"] for r in runs],
+        "seconds_runs": [round(r.seconds or 0.0, 2) for r in runs],
+    }
+
+
 def run(cfg: GATConfig, run_dir: RunDir) -> list[ModelResult]:
     """Train every model over every seed; finished seeds are read back on --resume."""
     g = load_planetoid(cfg.dataset, data_dir=cfg.data_dir or None)
@@ -202,50 +236,16 @@ def run(cfg: GATConfig, run_dir: RunDir) -> list[ModelResult]:
         name=g.name, classes=g.classes, **{k: getattr(g, k).to(device) for k in tensors}
     )
     g = dataclasses.replace(g, x=g.x.to_sparse().coalesce())  # cheap input dropout
-    results = []
-    for kind in cfg.models:
-        runs: list[dict] = []
-        parameters = 0
-        for seed in range(cfg.runs):
-            done = run_dir.checkpoints / kind / f"seed{seed}.json"
-            picture = cfg.picture and kind == "gat" and seed == 0
-            if done.is_file() and not (picture and not (run_dir.path / _PICTURE).is_file()):
-                runs.append(json.loads(done.read_text()))
-                continue
-            model, stats = train_one(cfg, g, kind, seed)
-            if picture:
-                draw(g, model, run_dir.path / _PICTURE)
-            parameters = sum(p.numel() for p in model.parameters())
-            stats["parameters"] = parameters
-            done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps(stats))
-            runs.append(stats)
-            print(
-                f"{kind} seed {seed}: test {100 * stats['test_accuracy']:.1f}% "
-                f"(best epoch {stats['best_epoch']}/{stats['epochs']}, {stats['seconds']:.1f} s)",
-                flush=True,
-            )
-        extra = {
-            "val_accuracy_runs": [r["val_accuracy"] for r in runs],
-            "best_epoch_runs": [r["best_epoch"] for r in runs],
-            "epochs_runs": [r["epochs"] for r in runs],
-            "seconds_runs": [round(r["seconds"], 2) for r in runs],
-        }
-        if cfg.picture and kind == "gat":
-            extra["pictures"] = [_PICTURE]
-        results.append(
-            ModelResult(
-                model=kind,
-                metrics={"test_accuracy": [r["test_accuracy"] for r in runs]},
-                parameters=parameters or runs[0].get("parameters", 0),
-                seconds=sum(r["seconds"] for r in runs) / len(runs),
-                extra=extra,
-            )
-        )
-    return results
+    return run_models(
+        cfg.models,
+        range(cfg.runs),
+        lambda kind, seed: _train_seed(cfg, g, kind, seed, run_dir.path),
+        records=run_dir,
+        summary=_summary,
+    )
 
 
-def _report(cfg: GATConfig, results: list[ModelResult], run_dir: RunDir) -> str:
+def _report(cfg: GATConfig, outcome: Outcome, run_dir: RunDir) -> str:
     lines = [
         "",
         f"Dataset: {cfg.dataset}, Planetoid public split (20 labelled nodes per class, "
@@ -262,7 +262,7 @@ def _report(cfg: GATConfig, results: list[ModelResult], run_dir: RunDir) -> str:
         "Paper: 83.0 ± 0.7 % (GAT, Cora, 100 runs).",
         "",
     ]
-    for r in results:
+    for r in outcome.results:
         epochs = r.extra["best_epoch_runs"]
         lines.append(
             f"- {r.model}: best epoch {np.mean(epochs):.0f} on average "

@@ -16,8 +16,7 @@ Run: ``attnlab run han [--seeds N] [--documents N] [--out DIR]``.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from attnlab.data.documents import (
     DocumentCorpus,
@@ -35,9 +34,17 @@ from attnlab.data.documents import (
     load_documents,
 )
 from attnlab.data.text import Vocab, split_indices
-from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments import (
+    EarlyStopping,
+    ExperimentSpec,
+    Outcome,
+    RunDir,
+    SeedResult,
+    register,
+    run_models,
+)
 from attnlab.experiments import _checks as checks
-from attnlab.experiments._classify import fit_and_test
+from attnlab.experiments._classify import LengthBatches, fit_and_score
 from attnlab.interpret.documents import DocumentAttentionExample, write_document_html
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.train import make_generator, seed_everything
@@ -48,12 +55,11 @@ _SHOWN_MAX_SENTENCES = 20  # documents drawn on the page are at most this long
 
 
 @dataclass(frozen=True)
-class HANConfig:
-    """Settings of the hierarchical attention experiment.
+class HANConfig(EarlyStopping):
+    """Settings of the hierarchical attention experiment (training: :class:`EarlyStopping`).
 
     Attributes:
         dataset: document corpus (movie-reviews: Pang & Lee's 1500 reviews).
-        seeds: training runs per model (seeds 0..N-1), all on the same split.
         models: han (hierarchical attention), flat-attention (bi-GRU + word attention
             over the whole document), no-attention (bi-GRU, final states).
         documents: documents used, a class-balanced sample drawn with split_seed
@@ -63,14 +69,10 @@ class HANConfig:
         hidden_size: recurrent state size per direction, all models (paper: 50).
         attention_size: tanh layer size of the attentions (paper: 100).
         dropout: dropout on embeddings and on the document vector.
-        epochs: maximum epochs per run.
         patience: epochs without improvement of the monitored metric before stopping
             (default: never; on this corpus validation loss often sits at chance for
             the first epochs, and an early stop there keeps an untrained model).
-        monitor: validation metric that picks the best epoch.
         batch_size: documents per batch.
-        lr: Adam learning rate.
-        weight_decay: L2 penalty (Adam's weight_decay).
         max_sentences: sentences kept per document (the rest is cut).
         max_words: tokens kept per sentence.
         min_freq: words seen fewer times in training become <unk>.
@@ -80,20 +82,18 @@ class HANConfig:
         data_dir: folder with the datasets (default: $ATTNLAB_DATA_DIR, then the cache).
     """
 
-    dataset: Literal["movie-reviews"] = "movie-reviews"
+    # EarlyStopping's fields, with this experiment's defaults.
     seeds: int = 3
+    epochs: int = 8
+    batch_size: int = 64
+    patience: int = 8
+    dataset: Literal["movie-reviews"] = "movie-reviews"
     models: tuple[str, ...] = MODELS
     documents: int = 0
     embedding_dim: int = 64
     hidden_size: int = 50
     attention_size: int = 100
     dropout: float = 0.5
-    epochs: int = 8
-    patience: int = 8
-    monitor: Literal["loss", "accuracy"] = "loss"
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.0
     max_sentences: int = 60
     max_words: int = 50
     min_freq: int = 2
@@ -103,21 +103,21 @@ class HANConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        checks.field_types(self)
+        super().__post_init__()
         checks.names(self, "models", MODELS)
-        checks.at_least(self, 1, "seeds", "embedding_dim", "hidden_size", "attention_size")
-        checks.at_least(self, 1, "epochs", "patience", "batch_size", "min_freq")
+        checks.at_least(self, 1, "embedding_dim", "hidden_size", "attention_size", "min_freq")
         checks.at_least(self, 1, "max_sentences", "max_words")
         checks.at_least(self, 3, "max_vocab")  # <pad>, <unk> and a word
         checks.at_least(self, 20, "documents", or_zero=True)
-        checks.at_least(self, 0, "weight_decay", "split_seed", "examples")
+        checks.at_least(self, 0, "split_seed", "examples")
         checks.fraction(self, "dropout")
-        checks.positive(self, "lr")
         checks.folder(self, "data_dir")
 
 
 @dataclass(frozen=True)
-class _Data:
+class Data:
+    """The documents, vocabulary, split, and the nested and flat tensors of a run."""
+
     corpus: DocumentCorpus
     vocab: Vocab
     splits: dict[str, list[int]]
@@ -139,8 +139,8 @@ def _sample(labels: list[int], n: int, seed: int) -> list[int]:
     return sorted(int(i) for part in picked for i in part)
 
 
-@functools.lru_cache(maxsize=1)  # the report reads the split sizes of the same data
-def _prepare(cfg: HANConfig) -> _Data:
+def prepare(cfg: HANConfig) -> Data:
+    """Sample and split the documents, build the vocabulary, encode nested and flat."""
     full = load_documents(cfg.dataset, data_dir=cfg.data_dir or None)
     kept = _sample(full.labels, cfg.documents, cfg.split_seed)
     corpus = DocumentCorpus(
@@ -162,7 +162,7 @@ def _prepare(cfg: HANConfig) -> _Data:
         labels = torch.tensor([corpus.labels[i] for i in idx])
         nested[name] = (ids, labels)
         flat[name] = (flatten_documents(ids)[0], labels)
-    return _Data(corpus, vocab, splits, nested, flat)
+    return Data(corpus, vocab, splits, nested, flat)
 
 
 def _trim(batch: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
@@ -176,36 +176,20 @@ def _trim(batch: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
     return (ids, *rest)
 
 
-class _BucketBatches(Sampler[list[int]]):
-    """Shuffled batches of documents of similar length, so little padding is computed.
+class _BucketBatches(LengthBatches):
+    """:class:`LengthBatches` in pools of 8 batches, the order drawn by ``self.sampler``.
 
-    Every epoch: a random order, cut into pools of 8 batches, each pool sorted by
-    length and cut into batches, the batches shuffled. All draws come from
-    ``sampler.generator``, which :func:`~attnlab.train.fit` saves and restores.
+    All draws come from ``sampler.generator``, which :func:`~attnlab.train.fit` saves and
+    restores.
     """
 
     def __init__(self, lengths: Tensor, batch_size: int, generator: torch.Generator) -> None:
-        self.lengths, self.batch_size = lengths, batch_size
+        super().__init__(lengths, batch_size, generator, pool=8)
         self.sampler = RandomSampler(range(len(lengths)), generator=generator)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        order = torch.tensor(list(self.sampler))
-        pool = 8 * self.batch_size
-        batches = []
-        for start in range(0, len(order), pool):
-            chunk = order[start : start + pool]
-            chunk = chunk[self.lengths[chunk].argsort(stable=True)]
-            batches += [
-                chunk[i : i + self.batch_size].tolist()
-                for i in range(0, len(chunk), self.batch_size)
-            ]
-        shuffled = torch.randperm(len(batches), generator=self.sampler.generator)
-        return iter([batches[i] for i in shuffled])
-
-    def __len__(self) -> int:
-        pools = len(self.lengths) // (8 * self.batch_size)
-        rest = len(self.lengths) - pools * 8 * self.batch_size
-        return pools * 8 + -(-rest // self.batch_size)
+    def order(self) -> Tensor:
+        """This epoch's order, drawn by the RandomSampler (one more draw than ``randperm``)."""
+        return torch.tensor(list(self.sampler))
 
 
 def _loader(tensors: tuple[Tensor, ...], batch_size: int, seed: int | None) -> DataLoader:
@@ -217,7 +201,9 @@ def _loader(tensors: tuple[Tensor, ...], batch_size: int, seed: int | None) -> D
     return DataLoader(dataset, batch_sampler=batches, collate_fn=_trim)
 
 
-def _build(cfg: HANConfig, model: str, vocab_size: int, classes: int) -> nn.Module:
+def build(cfg: HANConfig, model: str, data: Data) -> nn.Module:
+    """The classifier called ``model`` (one of :data:`MODELS`)."""
+    vocab_size, classes = len(data.vocab), len(data.corpus.classes)
     if model == "han":
         return HANClassifier(
             vocab_size,
@@ -238,22 +224,23 @@ def _build(cfg: HANConfig, model: str, vocab_size: int, classes: int) -> nn.Modu
     )
 
 
-def _train_one(
-    cfg: HANConfig, data: _Data, model_name: str, seed: int, run: RunDir
-) -> tuple[nn.Module, float, float]:
+def train_one(cfg: HANConfig, data: Data, name: str, seed: int, run: RunDir) -> SeedResult:
+    """Train and test one model under one seed; draw the seed-0 HAN's attention."""
     seed_everything(seed)
-    model = _build(cfg, model_name, len(data.vocab), len(data.corpus.classes))
-    tensors = data.nested if model_name == "han" else data.flat
+    model = build(cfg, name, data)
+    tensors = data.nested if name == "han" else data.flat
     loaders = (
         _loader(tensors["train"], cfg.batch_size, seed),
         _loader(tensors["val"], 64, None),
         _loader(tensors["test"], 64, None),
     )
-    accuracy, seconds = fit_and_test(model, loaders, cfg, model_name=model_name, seed=seed, run=run)
-    return model, accuracy, seconds
+    result = fit_and_score(model, loaders, cfg, model_name=name, seed=seed, run=run)
+    if seed == 0 and isinstance(model, HANClassifier):
+        return dataclasses.replace(result, pictures=_draw(cfg, data, model, run.path))
+    return result
 
 
-def _draw(cfg: HANConfig, data: _Data, model: HANClassifier, out: Path) -> list[str]:
+def _draw(cfg: HANConfig, data: Data, model: HANClassifier, out: Path) -> list[str]:
     """The HAN's two-level attention on the first short test documents."""
     ids, labels = data.nested["test"]
     real = (ids != 0).any(-1).sum(-1)
@@ -262,7 +249,8 @@ def _draw(cfg: HANConfig, data: _Data, model: HANClassifier, out: Path) -> list[
         return []
     model.eval()
     with torch.no_grad():
-        logits, weights = model.forward_with_weights(_trim([(ids[i],) for i in shown])[0])
+        output = model.forward_with_weights(_trim([(ids[i],) for i in shown])[0])
+    (logits, words), sentence_weights = output, output.sentence_weights
     probs = logits.softmax(-1)
     classes = data.corpus.classes
     examples = []
@@ -276,8 +264,8 @@ def _draw(cfg: HANConfig, data: _Data, model: HANClassifier, out: Path) -> list[
         examples.append(
             DocumentAttentionExample(
                 sentences,
-                [weights.words[row, j, : len(s)] for j, s in enumerate(sentences)],
-                weights.sentences[row, : len(sentences)],
+                [words[row, j, : len(s)] for j, s in enumerate(sentences)],
+                sentence_weights[row, : len(sentences)],
                 caption=f"true: {truth}, predicted: {guess} ({float(probs[row, pred]):.2f})",
                 label="correct" if guess == truth else "wrong",
             )
@@ -290,34 +278,19 @@ def _draw(cfg: HANConfig, data: _Data, model: HANClassifier, out: Path) -> list[
     return [page.name]
 
 
-def run(cfg: HANConfig, run_dir: RunDir) -> list[ModelResult]:
+def run(cfg: HANConfig, run_dir: RunDir) -> Outcome[Data]:
     """Train every model over every seed; draw the seed-0 HAN's attention."""
-    _prepare.cache_clear()  # fresh data for every run; the report reuses it
-    data = _prepare(cfg)
-    results = []
-    for name in cfg.models:
-        accuracies, seconds, pictures, parameters = [], [], [], 0
-        for seed in range(cfg.seeds):
-            model, acc, secs = _train_one(cfg, data, name, seed, run_dir)
-            accuracies.append(acc)
-            seconds.append(secs)
-            parameters = sum(p.numel() for p in model.parameters())
-            if seed == 0 and isinstance(model, HANClassifier):
-                pictures = _draw(cfg, data, model, run_dir.path)
-        results.append(
-            ModelResult(
-                model=name,
-                metrics={"test_accuracy": accuracies},
-                parameters=parameters,
-                seconds=sum(seconds) / len(seconds),
-                extra={"pictures": pictures} if pictures else {},
-            )
-        )
-    return results
+    data = prepare(cfg)
+    results = run_models(
+        cfg.models,
+        range(cfg.seeds),
+        lambda name, seed: train_one(cfg, data, name, seed, run_dir),
+    )
+    return Outcome(results, data)
 
 
-def _report(cfg: HANConfig, results: list[ModelResult], run_dir: RunDir) -> str:
-    data = _prepare(cfg)
+def _report(cfg: HANConfig, outcome: Outcome[Data], run_dir: RunDir) -> str:
+    data = outcome.data
     sizes = ", ".join(f"{n} {len(idx)}" for n, idx in data.splits.items())
     ids = data.nested["train"][0]
     sentences = (ids != 0).any(-1).sum(-1).float().mean()
@@ -338,7 +311,7 @@ def _report(cfg: HANConfig, results: list[ModelResult], run_dir: RunDir) -> str:
         "with the same embedding, GRU and attention sizes.",
         "",
     ]
-    for r in results:
+    for r in outcome.results:
         for picture in r.extra.get("pictures", []):
             lines.append(f"- [{r.model}: sentence and word attention on test reviews]({picture})")
     return "\n".join(lines) + "\n"

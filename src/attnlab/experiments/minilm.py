@@ -18,29 +18,35 @@ Run: ``attnlab run minilm-sentiment [--mode finetune|probe] [--seeds N] [--out D
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
-import math
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data import SentimentCorpus, load_sentiment, pretrained, split_indices
 from attnlab.data.pretrained import WordPieceTokenizer, load_tokenizer, locate_pretrained
-from attnlab.experiments import ExperimentSpec, ModelResult, RunDir, register
+from attnlab.experiments import (
+    ExperimentSpec,
+    Outcome,
+    RunDir,
+    SeedResult,
+    TrainingSettings,
+    register,
+    run_models,
+)
 from attnlab.experiments import _checks as checks
-from attnlab.experiments._classify import fit_and_test
+from attnlab.experiments._classify import LengthBatches, draw_text_attention, fit_and_score
 from attnlab.experiments._report import summarise
-from attnlab.interpret import TextAttentionExample, plot_token_weights, write_highlight_html
 from attnlab.interpret.explain import AttentionTrace, trace_attention
 from attnlab.models.bert import BertEncoder, PooledClassifier
 from attnlab.train import load_checkpoint, make_generator, seed_everything
+from attnlab.train.schedules import LinearWarmup
 
 BASELINES = {
     "uci": "docs/results/sentiment-uci/results.json",
@@ -49,8 +55,8 @@ BASELINES = {
 
 
 @dataclass(frozen=True)
-class MiniLMConfig:
-    """Settings of the MiniLM sentiment experiment.
+class MiniLMConfig(TrainingSettings):
+    """Settings of the MiniLM sentiment experiment (training: :class:`TrainingSettings`).
 
     Attributes:
         mode: finetune (train encoder and head) or probe (frozen encoder, train the head).
@@ -66,7 +72,6 @@ class MiniLMConfig:
         warmup: fraction of the training steps with a linearly rising learning rate.
         dropout: dropout in the encoder and on the pooled vector.
         max_len: word pieces kept per sentence, [CLS] and [SEP] included (3..512).
-        monitor: validation metric that picks the best epoch.
         split_seed: seed of the 80/10/10 stratified split.
         examples: test sentences whose attention pooling is drawn (seed 0; 0: none).
         baseline: results.json of the sentiment experiment to compare with ("" = the
@@ -75,20 +80,18 @@ class MiniLMConfig:
         data_dir: folder with the datasets (default: $ATTNLAB_DATA_DIR, then the cache).
     """
 
+    # TrainingSettings' fields, with BERT's fine-tuning recipe as defaults.
+    epochs: int = 3
+    lr: float = 5e-5
+    weight_decay: float = 0.01
     mode: Literal["finetune", "probe"] = "finetune"
     dataset: Literal["uci", "uci-all", "rotten-tomatoes"] = "uci"
     checkpoint: str = "all-minilm-l6-v2"
-    seeds: int = 5
-    epochs: int = 3
     probe_epochs: int = 30
-    batch_size: int = 32
-    lr: float = 5e-5
     head_lr: float = 1e-3
-    weight_decay: float = 0.01
     warmup: float = 0.1
     dropout: float = 0.1
     max_len: int = 64
-    monitor: Literal["loss", "accuracy"] = "loss"
     split_seed: int = 0
     examples: int = 8
     baseline: str = ""
@@ -96,15 +99,15 @@ class MiniLMConfig:
     data_dir: str = ""
 
     def __post_init__(self) -> None:
-        checks.field_types(self)
+        super().__post_init__()
         known = pretrained.PRETRAINED
         if self.checkpoint not in known and not Path(self.checkpoint).expanduser().is_dir():
             raise ValueError(
                 f"--checkpoint {self.checkpoint} is neither a folder nor one of {', '.join(known)}"
             )
-        checks.at_least(self, 1, "seeds", "epochs", "probe_epochs", "batch_size")
-        checks.at_least(self, 0, "weight_decay", "split_seed", "examples")
-        checks.positive(self, "lr", "head_lr")
+        checks.at_least(self, 1, "probe_epochs")
+        checks.at_least(self, 0, "split_seed", "examples")
+        checks.positive(self, "head_lr")
         checks.fraction(self, "warmup", "dropout")
         checks.between(self, "max_len", 3, pretrained.MAX_TOKENS)  # [CLS], a piece, [SEP]
         checks.device(self, auto=True)
@@ -122,32 +125,10 @@ class MiniLMConfig:
         return bert.num_hidden_layers, bert.num_attention_heads
 
 
-class LengthBatches(Sampler[list[int]]):
-    """Shuffled batches of sentences of similar length, so little compute goes to padding.
-
-    Each epoch: a random order, cut into pools of 16 batches, each pool sorted by length
-    and cut into batches, then the batches shuffled.
-    """
-
-    def __init__(self, lengths: Tensor, batch_size: int, generator: torch.Generator) -> None:
-        self.lengths, self.batch_size, self.generator = lengths, batch_size, generator
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(len(self.lengths), generator=self.generator)
-        batches, pool = [], 16 * self.batch_size
-        for start in range(0, len(order), pool):
-            chunk = order[start : start + pool]
-            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-            batches += [batch.tolist() for batch in chunk.split(self.batch_size)]
-        for i in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[i]
-
-
 @dataclass(frozen=True)
-class _Data:
+class Data:
+    """The corpus, the pretrained model's folder and tokenizer, the split and the tensors."""
+
     corpus: SentimentCorpus
     folder: Path
     tokenizer: WordPieceTokenizer
@@ -155,8 +136,8 @@ class _Data:
     tensors: dict[str, tuple[Tensor, Tensor, Tensor]]
 
 
-@functools.lru_cache(maxsize=1)  # the report reads the split sizes of the same data
-def _prepare(cfg: MiniLMConfig) -> _Data:
+def prepare(cfg: MiniLMConfig) -> Data:
+    """Load the corpus and the tokenizer, split, encode every split."""
     corpus = load_sentiment(cfg.dataset, data_dir=cfg.data_dir or None)
     folder = locate_pretrained(cfg.checkpoint, data_dir=cfg.data_dir or None)
     tokenizer = load_tokenizer(folder)
@@ -166,7 +147,7 @@ def _prepare(cfg: MiniLMConfig) -> _Data:
     for name, idx in splits.items():
         ids, mask = tokenizer.encode([corpus.texts[i] for i in idx], cfg.max_len)
         tensors[name] = (ids, mask, torch.tensor([corpus.labels[i] for i in idx]))
-    return _Data(corpus, folder, tokenizer, splits, tensors)
+    return Data(corpus, folder, tokenizer, splits, tensors)
 
 
 def _device(cfg: MiniLMConfig) -> torch.device:
@@ -186,46 +167,50 @@ def _features(encoder: BertEncoder, ids: Tensor, mask: Tensor, batch: int = 64) 
     return torch.cat(out)
 
 
-def _optimizer(model: nn.Module, cfg: MiniLMConfig, total_steps: int) -> torch.optim.AdamW:
-    """AdamW with per-part learning rates and a resumable linear warmup/decay schedule."""
+def _optimizer(
+    model: nn.Module, cfg: MiniLMConfig, total_steps: int
+) -> tuple[torch.optim.AdamW, LinearWarmup]:
+    """AdamW with per-part learning rates, and its linear warm-up/decay schedule.
+
+    The schedule is a ``torch.optim.lr_scheduler`` stepped after every optimizer step:
+    its state is saved with the checkpoints, so a resumed run continues it.
+    """
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             lr = cfg.lr if name.startswith("encoder.") else cfg.head_lr
             decay = cfg.weight_decay if p.dim() > 1 else 0.0
             groups.setdefault((lr, decay), []).append(p)
-    params = [
-        {"params": ps, "lr": lr, "peak_lr": lr, "weight_decay": wd}
-        for (lr, wd), ps in groups.items()
-    ]
+    params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
     optimizer = torch.optim.AdamW(
         params, fused=next(model.parameters()).device.type in ("cpu", "cuda")
     )
     warmup = round(cfg.warmup * total_steps)
-
-    def set_lr(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
-        # Steps taken come from the optimizer's own state, so a resumed run continues the schedule.
-        step = next((int(s["step"]) for s in opt.state.values() if "step" in s), 0) + 1
-        decay = max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-        scale = step / warmup if step <= warmup else decay
-        for group in opt.param_groups:
-            group["lr"] = group["peak_lr"] * scale
-
-    optimizer.register_step_pre_hook(set_lr)
-    return optimizer
+    return optimizer, LinearWarmup(optimizer, warmup, total_steps=total_steps)
 
 
-def _train_seed(
-    cfg: MiniLMConfig,
-    data: _Data,
-    inputs: dict[str, tuple[Tensor, ...]],
-    seed: int,
-    run: RunDir,
-    name: str,
-) -> tuple[nn.Module, float, float]:
-    """Train one seed (resumably) and return the model at its best epoch, test accuracy, seconds."""
+def _name(cfg: MiniLMConfig) -> str:
+    return f"minilm-attention-{cfg.mode}"
+
+
+def _inputs(cfg: MiniLMConfig, data: Data) -> tuple[dict[str, tuple[Tensor, ...]], int]:
+    """The model's inputs per split (a probe's: the frozen encoder's states) and its size."""
+    if cfg.mode != "probe":
+        return dict(data.tensors), 0
+    encoder = BertEncoder.from_pretrained(data.folder, device=_device(cfg))
+    size = sum(p.numel() for p in encoder.parameters())
+    inputs = {
+        s: (_features(encoder, ids, mask), mask, y) for s, (ids, mask, y) in data.tensors.items()
+    }
+    return inputs, size
+
+
+def train_one(
+    cfg: MiniLMConfig, data: Data, inputs: dict[str, tuple[Tensor, ...]], seed: int, run: RunDir
+) -> SeedResult:
+    """Train one seed (resumably); test its best epoch, draw seed 0, free its checkpoints."""
     seed_everything(seed)
-    device, classes = _device(cfg), len(data.corpus.classes)
+    device, classes, name = _device(cfg), len(data.corpus.classes), _name(cfg)
     encoder = None
     if cfg.mode == "finetune":
         encoder = BertEncoder.from_pretrained(data.folder, dropout=cfg.dropout)
@@ -240,57 +225,41 @@ def _train_seed(
     )
     val, test = (DataLoader(TensorDataset(*inputs[s]), batch_size=128) for s in ("val", "test"))
     epochs = cfg.epochs if cfg.mode == "finetune" else cfg.probe_epochs
-    accuracy, seconds = fit_and_test(
+    optimizer, schedule = _optimizer(model, cfg, epochs * len(train))
+    result = fit_and_score(
         model,
         (train, val, test),
         cfg,
         model_name=name,
         seed=seed,
         run=run,
-        optimizer=_optimizer(model, cfg, epochs * len(train)),
+        optimizer=optimizer,
+        lr_scheduler=schedule,
         epochs=epochs,
         grad_clip=1.0,
     )
-    return model, accuracy, seconds
+    if seed == 0:
+        pictures = _draw(cfg, data, model.eval(), inputs["test"], run.path)
+        result = dataclasses.replace(result, pictures=pictures)
+    _drop_weights(run.checkpoints / name / f"seed{seed}", keep_best=seed == 0)
+    return result
 
 
-def run(cfg: MiniLMConfig, run_dir: RunDir) -> list[ModelResult]:
+def run(cfg: MiniLMConfig, run_dir: RunDir) -> Outcome[Data]:
     """Train over every seed; draw the seed-0 model's attention pooling."""
-    _prepare.cache_clear()
-    data = _prepare(cfg)
-    name = f"minilm-attention-{cfg.mode}"
-    inputs = dict(data.tensors)
-    encoder_parameters = 0
-    if cfg.mode == "probe":
-        encoder = BertEncoder.from_pretrained(data.folder, device=_device(cfg))
-        encoder_parameters = sum(p.numel() for p in encoder.parameters())
-        inputs = {
-            s: (_features(encoder, ids, mask), mask, y) for s, (ids, mask, y) in inputs.items()
-        }
-        del encoder
-    accuracies, seconds, pictures, parameters = [], [], [], 0
-    for seed in range(cfg.seeds):
-        done = run_dir.checkpoints / name / f"seed{seed}.json"
-        if done.is_file():  # finished before a --resume
-            record = json.loads(done.read_text(encoding="utf-8"))
-        else:
-            model, acc, secs = _train_seed(cfg, data, inputs, seed, run_dir, name)
-            parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            record = {"test_accuracy": acc, "seconds": secs, "parameters": parameters}
-            if seed == 0:
-                record["pictures"] = _draw(cfg, data, model.eval(), inputs["test"], run_dir.path)
-            done.write_text(json.dumps(record) + "\n", encoding="utf-8")
-            _drop_weights(run_dir.checkpoints / name / f"seed{seed}", keep_best=seed == 0)
-        accuracies.append(record["test_accuracy"])
-        seconds.append(record["seconds"])
-        parameters = record["parameters"]
-        pictures = record.get("pictures", pictures)
-        print(f"{name} seed {seed}: test accuracy {100 * accuracies[-1]:.2f}%", flush=True)
-    extra = {"mode": cfg.mode, "pictures": pictures}
+    data = prepare(cfg)
+    inputs, encoder_parameters = _inputs(cfg, data)
+    summary: dict[str, Any] = {"mode": cfg.mode}
     if encoder_parameters:
-        extra["frozen_encoder_parameters"] = encoder_parameters
-    mean_seconds = sum(seconds) / len(seconds)
-    return [ModelResult(name, {"test_accuracy": accuracies}, parameters, mean_seconds, extra)]
+        summary["frozen_encoder_parameters"] = encoder_parameters
+    results = run_models(
+        [_name(cfg)],
+        range(cfg.seeds),
+        lambda name, seed: train_one(cfg, data, inputs, seed, run_dir),
+        records=run_dir,
+        summary=lambda name, runs: summary,
+    )
+    return Outcome(results, data)
 
 
 def _drop_weights(folder: Path, *, keep_best: bool) -> None:
@@ -306,7 +275,7 @@ def _drop_weights(folder: Path, *, keep_best: bool) -> None:
 def explain(cfg: MiniLMConfig, folder: Path, text: str) -> AttentionTrace:
     """Seed 0's fine-tuned encoder: its self-attention over one sentence."""
     cfg.explained_stack()  # refuses a probe run
-    best = folder / "checkpoints" / f"minilm-attention-{cfg.mode}" / "seed0" / "best"
+    best = folder / "checkpoints" / _name(cfg) / "seed0" / "best"
     if not best.is_dir():
         raise FileNotFoundError(
             f"{folder} holds no fine-tuned encoder ({best} is missing); explain the "
@@ -329,27 +298,26 @@ def explain(cfg: MiniLMConfig, folder: Path, text: str) -> AttentionTrace:
         )
 
 
-def _draw(cfg: MiniLMConfig, data: _Data, model: nn.Module, test: tuple, out: Path) -> list[str]:
-    name = f"minilm-attention-{cfg.mode}"
+def _draw(cfg: MiniLMConfig, data: Data, model: nn.Module, test: tuple, out: Path) -> list[str]:
     if cfg.examples < 1:
         return []
     device = next(model.parameters()).device
     x, mask, labels = (t[: cfg.examples] for t in test)
     with torch.no_grad():
         logits, weights = model.forward_with_weights(x.to(device), mask.to(device))
-    probs, classes = logits.softmax(-1).cpu(), data.corpus.classes
-    rows, examples = [], []
-    for i in range(len(labels)):
-        tokens = data.tokenizer.tokens(data.tensors["test"][0][i])
-        pred, true = int(probs[i].argmax()), classes[int(labels[i])]
-        caption = f"true: {true}, predicted: {classes[pred]} ({float(probs[i, pred]):.2f})"
-        w = weights[i, : len(tokens)].tolist()
-        rows.append((tokens, w, caption))
-        examples.append(TextAttentionExample(tokens, w, caption, true))
-    title = f"{name}: attention pooling over word pieces"
-    png = plot_token_weights(rows, out / f"attention_{name}.png", title)
-    page = write_highlight_html(examples, out / f"attention_{name}.html", title=title)
-    return [png.name, page.name]
+    tokens = [data.tokenizer.tokens(data.tensors["test"][0][i]) for i in range(len(labels))]
+    title = f"{_name(cfg)}: attention pooling over word pieces"
+    return draw_text_attention(
+        tokens,
+        weights,
+        logits,
+        labels,
+        data.corpus.classes,
+        out,
+        name=_name(cfg),
+        title=title,
+        page_title=title,
+    )
 
 
 def _row(model: str, acc: dict, parameters: int, seconds: float, source: str) -> str:
@@ -373,9 +341,9 @@ def _baseline_rows(cfg: MiniLMConfig) -> tuple[list[str], str]:
     return rows, f"LSTM rows (the sentiment experiment, same data and split): `{path}`."
 
 
-def _report(cfg: MiniLMConfig, results: list[ModelResult], run_dir: RunDir) -> str:
-    sizes = ", ".join(f"{n} {len(idx)}" for n, idx in _prepare(cfg).splits.items())
-    r, (rows, source) = results[0], _baseline_rows(cfg)
+def _report(cfg: MiniLMConfig, outcome: Outcome[Data], run_dir: RunDir) -> str:
+    sizes = ", ".join(f"{n} {len(idx)}" for n, idx in outcome.data.splits.items())
+    r, (rows, source) = outcome.results[0], _baseline_rows(cfg)
     runs = r.metrics["test_accuracy"]
     epochs = cfg.epochs if cfg.mode == "finetune" else cfg.probe_epochs
     lines = [

@@ -87,42 +87,141 @@ def block_of(t: Tensor | None, qs: int, qe: int, ks: int, ke: int) -> Tensor | N
     return t[..., rows, cols]
 
 
+class _Shared:
+    def __repr__(self) -> str:
+        return "SHARED"
+
+
+SHARED = _Shared()  # check_qkv's default dtype rule: one floating dtype for q, k and v
+
+
 def check_qkv(
     q: object,
     k: object,
     v: object,
     *,
     names: tuple[str, str, str] = ("q", "k", "v"),
-    accepted: str = "(B, H, L, D)",
+    dims: tuple[str, ...] = ("B", "H", "L", "D"),
+    widths: tuple[int | None, int | None, int | None] = (None, None, None),
+    prefix: str = "",
+    single_query: bool = False,
     same_width: bool = False,
+    dtype: torch.dtype | None | object = SHARED,
+    owner: str = "the module",
 ) -> None:
-    """One-line errors for q, k, v that do not fit together as attention inputs.
+    """The one shape check of attention inputs: functions and modules alike.
 
-    They must be ``(B, H, Lq, D)``, ``(B, H, Lk, D)``, ``(B, H, Lk, Dv)`` of one floating
-    dtype (and ``q``, ``k`` of one width when ``same_width``).
+    Keys and values are laid out as ``dims`` (e.g. ``(B, H, L, D)`` for the functional
+    core, ``(B, L, E)`` for batch-first modules); queries too, or one dim fewer with
+    ``single_query`` (one decoder step, ``(B, D)``). Queries and keys share their
+    leading dims (all but the last two), keys and values also their length.
+
+    Args:
+        q: queries.
+        k: keys.
+        v: values.
+        names: the arguments' names, for the messages.
+        dims: the names of the dims, last one the feature size.
+        widths: expected feature sizes (a module's sizes); None accepts any.
+        prefix: words before the layout in messages (``"batch-first "``).
+        single_query: ``q`` may lack the length dim.
+        same_width: ``q`` and ``k`` must have one feature size.
+        dtype: the parameters' dtype that every input must have (None: any floating
+            dtype; see :func:`check_dtype`); by default the three share one floating
+            dtype.
+        owner: the module named in a dtype message.
 
     Raises:
-        TypeError: a non-tensor, a non-floating tensor, or mixed dtypes.
-        ValueError: a tensor that is not 4-D, or shapes that do not fit together.
+        TypeError: a non-tensor, a non-floating tensor, or a wrong or mixed dtype.
+        ValueError: a tensor of the wrong rank or feature size, or shapes that do not
+            fit together.
     """
-    for name, t in zip(names, (q, k, v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must be {accepted}, got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
+    for name, t, width, is_query in zip(names, (q, k, v), widths, (True, False, False)):
+        check_layout(name, t, dims, width, prefix=prefix, optional_length=is_query and single_query)
+        if dtype is not SHARED:
+            check_dtype(name, t, dtype, owner)  # type: ignore[arg-type]
+        elif not t.is_floating_point():
             raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
-    if not q.dtype == k.dtype == v.dtype:
+    if dtype is SHARED and not q.dtype == k.dtype == v.dtype:
         raise TypeError(
             f"{', '.join(names)} must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}"
         )
-    widths_differ = same_width and q.shape[-1] != k.shape[-1]
-    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or widths_differ:
-        nq, nk, nv = names
+    lead = k.shape[:-2]
+    q_lead = q.shape[:-1] if q.dim() < k.dim() else q.shape[:-2]
+    if (
+        q_lead != lead
+        or v.shape[:-1] != k.shape[:-1]
+        or (same_width and q.shape[-1] != k.shape[-1])
+    ):
+        layout = {name: _layout(dims, length) for name, length in zip(names, ("Lq", "Lk", "Lk"))}
         raise ValueError(
-            f"shapes do not match: {nq} {tuple(q.shape)} = (B, H, Lq, D), "
-            f"{nk} {tuple(k.shape)} = (B, H, Lk, D), {nv} {tuple(v.shape)} = (B, H, Lk, Dv)"
+            "shapes do not match: "
+            + ", ".join(f"{n} {tuple(t.shape)} = {layout[n]}" for n, t in zip(names, (q, k, v)))
         )
+
+
+def check_layout(
+    name: str,
+    t: object,
+    dims: tuple[str, ...],
+    width: int | None = None,
+    *,
+    prefix: str = "",
+    optional_length: bool = False,
+) -> Tensor:
+    """``t`` itself when it is a tensor laid out as ``dims`` with feature size ``width``.
+
+    With ``optional_length`` the second-to-last dim may be missing (a single query).
+
+    Example:
+        >>> check_layout("x", torch.zeros(2, 5, 3), ("B", "L", "E"), 3).shape
+        torch.Size([2, 5, 3])
+    """
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    rank_ok = t.dim() == len(dims) or (optional_length and t.dim() == len(dims) - 1)
+    if not rank_ok or (width is not None and t.shape[-1] != width):
+        text = _alternatives(dims, optional_length)
+        if width is not None:
+            numbers = _alternatives(dims[:-1] + (str(width),), optional_length)
+            text = f"{numbers}, i.e. {text} with {width} features in the last dim"
+        raise ValueError(f"{name} must be {prefix}{text}; got {tuple(t.shape)}")
+    return t
+
+
+def _alternatives(dims: tuple[str, ...], optional_length: bool) -> str:
+    """``(B, L, D)``, or ``(B, L, D) or (B, D)`` when the length may be missing."""
+    text = _layout(dims)
+    return f"{text} or {_layout(dims[:-2] + dims[-1:])}" if optional_length else text
+
+
+def check_dtype(name: str, t: Tensor, dtype: torch.dtype | None, owner: str) -> None:
+    """``t`` has the parameters' ``dtype`` (None: any floating dtype), else one line.
+
+    One comparison for a valid input; under ``torch.autocast`` another floating dtype
+    is fine (the autocast ops cast it).
+    """
+    if t.dtype == dtype:
+        return
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+    if dtype is None or torch.is_autocast_enabled(t.device.type):
+        return
+    got, want = _short(t.dtype), _short(dtype)
+    raise TypeError(
+        f"{name} is {got} but {owner}'s parameters are {want}; call "
+        f"module.to({t.dtype}) or pass {want} inputs"
+    )
+
+
+def _layout(dims: tuple[str, ...], length: str | None = None) -> str:
+    if length is not None and len(dims) >= 2:
+        dims = dims[:-2] + (length, dims[-1])
+    return f"({', '.join(dims)})"
+
+
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def pair_values(

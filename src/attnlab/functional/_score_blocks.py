@@ -2,9 +2,10 @@
 
 Blockwise engines (:mod:`attnlab.functional.chunked`) evaluate such scores block by
 block and differentiate each block on its own. A score can supply the gradient by
-hand through ``pairwise_vjp(q, k, *tensors, workspace=...) -> (scores, vjp)`` (see
-:meth:`attnlab.functional.scores.Additive.pairwise_vjp`); any other score is
-differentiated with :func:`torch.autograd.grad` through its ``pairwise``.
+hand by overriding :meth:`~attnlab.functional.scores.Score.pairwise_vjp` (see
+:meth:`attnlab.functional.scores.Additive.pairwise_vjp`); any other score (whose
+``pairwise_vjp`` returns None) is differentiated with :func:`torch.autograd.grad`
+through its ``pairwise``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def score_block(
     """Raw logits ``(..., bq, bk)`` of one block in q's dtype, and their vjp if asked.
 
     Args:
-        score: the score; ``pairwise_vjp`` is used when it has one.
+        score: the score; its ``pairwise_vjp`` is used when it gives one.
         q: prepared query rows ``(..., bq, D')``.
         k: prepared key rows ``(..., bk, D')``.
         tensors: the score's tensors (``score.tensors()``), in the engine's dtype.
@@ -54,9 +55,9 @@ def score_block(
                 [1., 1.],
                 [1., 1.]]))
     """
-    by_hand = getattr(score, "pairwise_vjp", None)
+    by_hand = score.pairwise_vjp(q, k, *tensors, workspace=workspace)
     if by_hand is not None:
-        s, vjp = by_hand(q, k, *tensors, workspace=workspace)
+        s, vjp = by_hand
         return s.to(q.dtype), vjp
     if not need_vjp:
         return score.pairwise(q, k, *tensors).to(q.dtype), None

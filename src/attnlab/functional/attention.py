@@ -35,6 +35,7 @@ from attnlab.functional.chunked import chunked_attention
 from attnlab.functional.engines import attention_weights, math_attention, sdpa_attention
 from attnlab.functional.flex import flex_attention_engine, flex_usable
 from attnlab.functional.scores import ScaledDot, Score
+from attnlab.masks.check import check_broadcast, check_mask
 from attnlab.masks.patterns import SlidingWindowPattern, SparsePattern
 
 __all__ = ["attention", "AttentionOutput", "ENGINES", "PATTERN_ENGINES", "select_engine"]
@@ -51,25 +52,103 @@ _DEFAULT_SCORE = ScaledDot()
 
 
 class AttentionOutput(tuple):
-    """``(output, weights)``, unpackable as a pair, plus ``.engine``: the engine that ran."""
+    """What every attention function and module returns: ``(context, weights)``.
 
-    engine: str
+    A tuple of exactly two items, so ``context, weights = module(...)`` works for every
+    mechanism, plus attributes:
 
-    def __new__(cls, output: Tensor, weights: Tensor | None, engine: str) -> AttentionOutput:
-        """Pack the pair and remember the engine."""
-        obj = super().__new__(cls, (output, weights))
+    * ``context`` (alias ``output``): the attended result;
+    * ``weights``: the exact pre-dropout probabilities, or None when they were not
+      asked for (or, like linear attention, the method never forms them);
+    * ``engine``: the engine that ran (None for modules that make several calls);
+    * named extras where a mechanism has them, read as attributes: ``log_prob`` and
+      ``entropy`` (hard attention), ``sentence_weights`` (hierarchical attention),
+      ``edge_index`` (graph attention). Asking for one that is not there raises an
+      AttributeError naming those it has; :meth:`get` returns a default instead.
+
+    Example:
+        >>> out = AttentionOutput(torch.ones(2), None, "sdpa", log_prob=torch.zeros(2))
+        >>> context, weights = out
+        >>> out.engine, out.log_prob.shape, out.get("entropy")
+        ('sdpa', torch.Size([2]), None)
+    """
+
+    engine: str | None
+
+    def __new__(
+        cls,
+        context: Tensor,
+        weights: Tensor | None = None,
+        engine: str | None = None,
+        **extras: object,
+    ) -> AttentionOutput:
+        """Pack the pair, the engine and the extras (built on every call: kept cheap)."""
+        obj = tuple.__new__(cls, (context, weights))
         obj.engine = engine
+        if extras:
+            taken = _RESERVED.intersection(extras)
+            if taken:
+                raise ValueError(
+                    f"extras may not be named {sorted(taken)}: those are AttentionOutput's own"
+                )
+            obj.__dict__.update(extras)
         return obj
 
     @property
+    def context(self) -> Tensor:
+        """The attended result."""
+        return self[0]
+
+    @property
     def output(self) -> Tensor:
-        """Attention output."""
+        """Alias of :attr:`context`."""
         return self[0]
 
     @property
     def weights(self) -> Tensor | None:
         """Pre-dropout probabilities, or None when they were not asked for."""
         return self[1]
+
+    @property
+    def extras(self) -> dict[str, object]:
+        """The named extras, ``{name: value}``."""
+        return {k: v for k, v in self.__dict__.items() if k != "engine"}
+
+    def get(self, name: str, default: object = None) -> object:
+        """The extra ``name``, or ``default`` when this result has none of that name."""
+        return self.extras.get(name, default)
+
+    def replace(self, **changes: object) -> AttentionOutput:
+        """A copy with ``context``, ``weights``, ``engine`` or extras replaced."""
+        fields = {"context": self[0], "weights": self[1], "engine": self.engine}
+        fields.update(self.extras)
+        fields.update(changes)
+        return AttentionOutput(**fields)
+
+    def __getattr__(self, name: str) -> object:
+        # Only reached when normal lookup fails: an extra this result does not carry.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        has = ", ".join(self.extras) or "none"
+        raise AttributeError(
+            f"this AttentionOutput has no {name!r}; its extras: {has} (use .get({name!r}) "
+            "for an optional one)"
+        )
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, (self[0], self[1], self.engine, self.extras))
+
+    def __repr__(self) -> str:
+        parts = [f"context={self[0]!r}", f"weights={self[1]!r}", f"engine={self.engine!r}"]
+        parts += [f"{k}={v!r}" for k, v in self.extras.items()]
+        return f"AttentionOutput({', '.join(parts)})"
+
+
+_RESERVED = frozenset(("context", "output", "weights", "engine", "extras", "get", "replace"))
+
+
+def _rebuild(context: Tensor, weights: Tensor | None, engine: str | None, extras: dict):
+    return AttentionOutput(context, weights, engine, **extras)
 
 
 def select_engine(
@@ -128,13 +207,6 @@ def select_engine(
     return backend
 
 
-def _check_broadcast(name: str, t: Tensor, shape: tuple[int, int, int, int]) -> None:
-    if t.dim() > 4 or any(a not in (1, b) for a, b in zip(t.shape[::-1], shape[::-1])):
-        raise ValueError(
-            f"{name} of shape {tuple(t.shape)} does not broadcast to (B, H, Lq, Lk) = {shape}"
-        )
-
-
 def _check_inputs(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, dropout_p: float
 ) -> None:
@@ -150,26 +222,19 @@ def _check_inputs(
     except AttributeError:
         valid = False
     if not valid:
-        check_qkv(q, k, v, accepted="(B, H, L, D) (or (B, L, D))")
+        check_qkv(q, k, v)
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-    for name, t in (("mask", mask), ("bias", bias)):
-        if t is not None and not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(
-                f"mask must be boolean with True = may attend; got {mask.dtype}. Pass float "
-                "masks as bias=, convert with attnlab.masks.from_additive_mask, and torch "
-                "key_padding_mask (True = ignore) with attnlab.masks.from_key_padding_mask"
-            )
-        _check_broadcast("mask", mask, shape)
+        check_mask(mask, shape=shape, expected="broadcastable to (B, H, Lq, Lk)")
     if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
         if not bias.is_floating_point():
             raise TypeError(
                 f"bias must be a floating tensor of logits, got {bias.dtype}; "
                 "boolean masks go through mask="
             )
-        _check_broadcast("bias", bias, shape)
+        check_broadcast("bias", bias, shape, "broadcastable to (B, H, Lq, Lk)")
     probability("dropout_p", dropout_p)
 
 
@@ -238,11 +303,13 @@ def attention(
     if not (isinstance(q, Tensor) and isinstance(k, Tensor) and isinstance(v, Tensor)):
         check_qkv(q, k, v)  # names the argument that is not a tensor
     squeeze = q.dim() == 3
+    if squeeze and not k.dim() == v.dim() == 3:
+        check_qkv(q, k, v, dims=("B", "L", "D"))
     if squeeze:
         # Head-less inputs: a 3-D mask or bias is (B, Lq, Lk), so it gains the head dim too.
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
-        mask = mask.unsqueeze(1) if mask is not None and mask.dim() == 3 else mask
-        bias = bias.unsqueeze(1) if bias is not None and bias.dim() == 3 else bias
+        mask = mask.unsqueeze(1) if isinstance(mask, Tensor) and mask.dim() == 3 else mask
+        bias = bias.unsqueeze(1) if isinstance(bias, Tensor) and bias.dim() == 3 else bias
     _check_inputs(q, k, v, mask, bias, dropout_p)
     score = _DEFAULT_SCORE if score is None else score
     qp, kp = score.prepare(q, k, keys_prepared=keys_prepared)

@@ -13,8 +13,8 @@ log-sum-exp, so training memory is linear in L as well:
 
 Scores of the form ``scale * q @ k^T`` run on batched matmuls into reused buffers.
 Any other score is evaluated and differentiated per block
-(:func:`~attnlab.functional._score_blocks.score_block`): by hand when the score has a
-``pairwise_vjp`` (additive attention builds its ``(B, H, bq, bk, hidden)`` tanh once
+(:func:`~attnlab.functional._score_blocks.score_block`): by hand when the score's
+``pairwise_vjp`` gives one (additive attention builds its ``(B, H, bq, bk, hidden)`` tanh once
 per block, in a reused buffer), else with :func:`torch.autograd.grad`. Gradients reach
 the score's own tensors (``score.tensors()``), the bias and q/k/v.
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.functional._problem import check_qkv
+from attnlab.masks.check import check_mask
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -58,6 +59,8 @@ DEFAULT_CHUNK = 64
 # Only turns 0/0 into 0: stabilised FAVOR+ denominators can be small but real, and a
 # guard like 1e-6 would bias them.
 EPS = 1e-12
+# A per-query mask needs the (Lq, Lk) scores linear attention exists to avoid.
+KEY_MASK = "a boolean key mask (B, Lk) or (B|1, H|1, 1, Lk): linear attention takes key masks only"
 
 
 def elu_feature_map(x: Tensor) -> Tensor:
@@ -215,19 +218,11 @@ def _key_visibility(mask: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
     """A key mask ``(B, Lk)`` or ``(B|1, H|1, 1, Lk)`` as ``(B|1, H|1, Lk)`` booleans."""
     if mask is None:
         return None
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(f"mask must be a boolean tensor, True = may attend; got {got}")
     b, h, lk = k.shape[0], k.shape[1], k.shape[2]
-    if mask.dim() == 2:
+    if isinstance(mask, Tensor) and mask.dim() == 2:
         mask = mask[:, None, None, :]
-    ok = mask.dim() == 4 and mask.shape[-2] == 1 and mask.shape[-1] == lk
-    if not ok or mask.shape[0] not in (1, b) or mask.shape[1] not in (1, h):
-        raise ValueError(
-            f"linear attention takes key masks only: (B, Lk) or broadcastable to "
-            f"(B, H, 1, Lk) = ({b}, {h}, 1, {lk}); got {tuple(mask.shape)}"
-        )
-    return mask.squeeze(-2)
+    check_mask(mask, shape=(b, h, 1, lk), expected=KEY_MASK)
+    return mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).squeeze(-2)
 
 
 def _causal_product(a: Tensor, b: Tensor, c: Tensor, chunk: int, reverse: bool) -> Tensor:

@@ -52,8 +52,7 @@ __all__ = [
 class Score:
     """Base class: ``prepare`` once, then ``pairwise`` on (blocks of) rows.
 
-    A score without a dot-product form may also define
-    ``pairwise_vjp(q, k, *tensors, workspace=None) -> (scores, vjp)`` (see
+    A score without a dot-product form may also override :meth:`pairwise_vjp` (see
     :meth:`Additive.pairwise_vjp`): the chunked engine then differentiates its blocks by
     hand instead of through autograd.
     """
@@ -91,6 +90,21 @@ class Score:
 
     def query_bias(self, q: Tensor, lk: int) -> Tensor | None:
         """A logit term ``(..., Lq, Lk)`` from the raw query alone, added to the scores."""
+        return None
+
+    def pairwise_vjp(
+        self,
+        q: Tensor,
+        k: Tensor,
+        *tensors: Tensor,
+        workspace: Callable[[int], Tensor] | None = None,
+    ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor | None, ...]]] | None:
+        """Optional: scores of one block with a hand-written vector-Jacobian product.
+
+        Returns ``(scores (..., Lq, Lk), vjp)`` with ``vjp(G) -> (dq, dk, *dtensors)``,
+        computed outside autograd; the default, None, has the blockwise engines
+        differentiate :meth:`pairwise` with :func:`torch.autograd.grad` instead.
+        """
         return None
 
 

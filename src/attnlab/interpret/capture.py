@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from attnlab.functional import AttentionOutput
+
 __all__ = ["Captured", "attention_modules", "capture"]
 
 # The keyword that averages heads, per module family; forced off while capturing so the
@@ -180,9 +182,9 @@ def _hook(module: nn.Module, name: str, seen: Captured) -> list:
             weights = None
         elif average and weights is not None:
             weights = weights.mean(dim=1)
-        if hasattr(output, "_replace"):  # named tuples (HardAttentionOutput)
-            return output._replace(weights=weights)
-        return (output[0], weights, *output[2:])
+        if isinstance(output, AttentionOutput):  # every attnlab module; extras kept
+            return output.replace(weights=weights)
+        return (output[0], weights, *output[2:])  # torch.nn.MultiheadAttention
 
     return [
         module.register_forward_pre_hook(before, with_kwargs=True),

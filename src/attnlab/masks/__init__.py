@@ -14,7 +14,8 @@ go through the attention function's separate ``bias=`` argument.
   float masks (0 / ``-inf``).
 - Predicates (:mod:`~attnlab.masks.predicates`): the same masks as FlexAttention
   ``mask_mod(b, h, q_idx, kv_idx)`` callables, and :func:`materialize_mask_mod`.
-- :func:`check_mask`: the one-line check for user code.
+- :func:`check_mask`: the one check of a mask that every attention function and
+  module runs (and users can run where they build one).
 - Sparsity patterns (:mod:`~attnlab.masks.patterns`): an exact predicate plus the
   blocks worth computing, for the blockwise engines: :func:`sliding_window_pattern`
   (with dilation) and, in :mod:`~attnlab.masks.sparse`, Longformer, BigBird and the

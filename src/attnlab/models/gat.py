@@ -80,11 +80,11 @@ class GAT(nn.Module):
             x = x.to_dense()
         else:
             x = F.dropout(x, self.dropout, self.training)
-        h, attn = self.conv1(x, edge_index, return_attention_weights=True)
-        return F.elu(h), attn
+        out = self.conv1(x, edge_index, need_weights=True)
+        return F.elu(out.context), (out.edge_index, out.weights)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """Class logits per node."""
         h, _ = self.hidden(x, edge_index)
         h = F.dropout(h, self.dropout, self.training)
-        return self.conv2(h, edge_index)
+        return self.conv2(h, edge_index).context

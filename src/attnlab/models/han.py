@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from attnlab.functional import AttentionOutput
 from attnlab.nn._checks import as_positive, check_ids, factory_kwargs, probability
 from attnlab.nn.hierarchical import HierarchicalAttention, SequenceEncoder
 
@@ -31,13 +32,13 @@ class _DocumentClassifier(nn.Module):
         self.embedding = nn.Embedding(self.vocab_size, embedding_dim, padding_idx=0, **factory)
         self.dropout = nn.Dropout(probability("dropout", dropout))
 
-    def forward_with_weights(self, ids: Tensor, *, need_weights: bool = True) -> tuple[Tensor, Any]:
-        """Logits and, when asked, the encoder's attention weights."""
+    def forward_with_weights(self, ids: Tensor, *, need_weights: bool = True) -> AttentionOutput:
+        """``(logits, weights)`` and the encoder's extras (``sentence_weights`` for a HAN)."""
         dims = len(self.layout.split(","))
         check_ids("ids", ids, self.vocab_size, dims=dims, layout=f"({self.layout})")
         embedded = self.dropout(self.embedding(ids))
-        document, weights = self.encoder(embedded, mask=ids != 0, need_weights=need_weights)
-        return self.classifier(self.dropout(document)), weights
+        encoded = self.encoder(embedded, mask=ids != 0, need_weights=need_weights)
+        return encoded.replace(context=self.classifier(self.dropout(encoded.context)))
 
     def forward(self, ids: Tensor) -> Tensor:
         """Logits ``(B, num_classes)``."""
@@ -67,14 +68,16 @@ class HANClassifier(_DocumentClassifier):
 
     Shapes:
         ids ``(B, S, W)`` long, right-padded with 0 (real words first in each
-        sentence, empty sentences last) -> logits ``(B, num_classes)``; weights
-        from :meth:`forward_with_weights`: words ``(B, S, W)``, sentences ``(B, S)``.
+        sentence, empty sentences last) -> logits ``(B, num_classes)``; from
+        :meth:`forward_with_weights`: ``(logits, word weights (B, S, W))`` with the
+        extra ``sentence_weights`` ``(B, S)``.
 
     Example:
         >>> model = HANClassifier(50, 3, embedding_dim=8, hidden_size=4)
         >>> ids = torch.tensor([[[3, 4, 0], [5, 0, 0]]])
-        >>> logits, w = model.forward_with_weights(ids)
-        >>> logits.shape, w.sentences.shape, w.words[0, 1, 1].item()
+        >>> out = model.forward_with_weights(ids)
+        >>> logits, words = out
+        >>> logits.shape, out.sentence_weights.shape, words[0, 1, 1].item()
         (torch.Size([1, 3]), torch.Size([1, 2]), 0.0)
     """
 

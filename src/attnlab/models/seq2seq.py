@@ -36,7 +36,7 @@ from attnlab.nn._checks import (
     probability,
     real,
 )
-from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBaseline
+from attnlab.nn.hard import HardAttention, MovingAverageBaseline
 from attnlab.nn.local import LocalAttention
 
 ATTENTIONS = (
@@ -246,19 +246,16 @@ class Seq2Seq(nn.Module):
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         if self.attention is None:
             return memory.summary.unsqueeze(1).expand_as(query), None, None, None
-        extra = {"steps": steps} if isinstance(self.attention, LocalAttention) else {}
         out = self.attention(
             query,
             memory.keys,
             memory.values,
             mask=memory.mask,
+            steps=steps,
             need_weights=need_weights,
             keys_prepared=True,
-            **extra,
         )
-        if isinstance(out, HardAttentionOutput):
-            return out.context, out.weights, out.log_prob, out.entropy
-        return out[0], out[1], None, None
+        return out.context, out.weights, out.get("log_prob"), out.get("entropy")
 
     def _top(self, state: State) -> Tensor:
         return (state[0] if isinstance(state, tuple) else state)[-1]

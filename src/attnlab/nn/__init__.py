@@ -1,12 +1,27 @@
-"""Thin attention modules: they own parameters and call :mod:`attnlab.functional`."""
+"""Thin attention modules: they own parameters and call :mod:`attnlab.functional`.
 
+Every attention module returns one :class:`~attnlab.functional.AttentionOutput`,
+``(context, weights | None)`` plus named extras where the mechanism has them.
+"""
+
+from attnlab.functional import AttentionOutput
+from attnlab.nn._common import SourceAttention
 from attnlab.nn.additive import AdditiveAttention
+from attnlab.nn.feedforward import FeedForward
 from attnlab.nn.graph import GATConv, GATv2Conv
 from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBaseline
-from attnlab.nn.hierarchical import HierarchicalAttention, HierarchicalWeights, SequenceEncoder
+from attnlab.nn.hierarchical import HierarchicalAttention, SequenceEncoder
 from attnlab.nn.linear import LinearAttention
 from attnlab.nn.local import LocalAttention
 from attnlab.nn.luong import LuongAttention
+from attnlab.nn.luong_scores import (
+    LUONG_SCORES,
+    ConcatScore,
+    DotScore,
+    GeneralScore,
+    LocationScore,
+    LuongScore,
+)
 from attnlab.nn.multihead import KVCache, MultiHeadAttention
 from attnlab.nn.pooling import AttentionPooling
 from attnlab.nn.positional import (
@@ -18,6 +33,7 @@ from attnlab.nn.positional import (
     alibi_slopes,
     relative_position_bucket,
 )
+from attnlab.nn.protocol import AttentionFactory, build_attention, call_attention
 from attnlab.nn.reversible import (
     ReversibleBlock,
     ReversibleSequence,
@@ -25,7 +41,6 @@ from attnlab.nn.reversible import (
 )
 from attnlab.nn.transformer import (
     EncoderOutput,
-    FeedForward,
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
@@ -52,6 +67,17 @@ GRAPH_MECHANISMS = {"gat": GATConv, "gatv2": GATv2Conv}
 __all__ = [
     "ALiBi",
     "AdditiveAttention",
+    "AttentionFactory",
+    "AttentionOutput",
+    "ConcatScore",
+    "DotScore",
+    "GeneralScore",
+    "LUONG_SCORES",
+    "LocationScore",
+    "LuongScore",
+    "SourceAttention",
+    "build_attention",
+    "call_attention",
     "EncoderOutput",
     "GATConv",
     "GATv2Conv",
@@ -77,7 +103,6 @@ __all__ = [
     "HardAttention",
     "HardAttentionOutput",
     "HierarchicalAttention",
-    "HierarchicalWeights",
     "SequenceEncoder",
     "LocalAttention",
     "LuongAttention",

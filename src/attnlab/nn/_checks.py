@@ -21,6 +21,7 @@ from attnlab._validate import (
     probability,
     real,
 )
+from attnlab.functional._problem import check_dtype
 from attnlab.functional.attention import ENGINES, PATTERN_ENGINES
 
 __all__ = [
@@ -111,20 +112,12 @@ def check_input(owner: nn.Module, name: str, value: object, dtype: torch.dtype |
     """A tensor of the parameters' ``dtype`` (None: any floating dtype), else one line.
 
     One comparison for a valid input; under ``torch.autocast`` another floating dtype
-    is fine (the autocast ops cast it).
+    is fine (the autocast ops cast it). See :func:`attnlab.functional._problem.check_dtype`.
     """
     t = check_tensor(name, value)
-    if t.dtype == dtype:
-        return t
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
-    if dtype is None or torch.is_autocast_enabled(t.device.type):
-        return t
-    cls = type(owner).__name__
-    raise TypeError(
-        f"{name} is {_short(t.dtype)} but {cls}'s parameters are {_short(dtype)}; call "
-        f"module.to({t.dtype}) or pass {_short(dtype)} inputs"
-    )
+    if t.dtype != dtype:
+        check_dtype(name, t, dtype, type(owner).__name__)
+    return t
 
 
 def check_ids(name: str, ids: object, vocab_size: int, *, dims: int, layout: str) -> Tensor:
@@ -158,7 +151,3 @@ def check_token_id(name: str, value: object, vocab_size: int) -> int:
             f"{name} {token} is outside the vocabulary of {vocab_size} ids (0..{vocab_size - 1})"
         )
     return token
-
-
-def _short(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")

@@ -1,47 +1,88 @@
-"""Input handling shared by the encoder-decoder attention modules."""
+"""What the attention modules share: input checks, masks, the core call, one forward.
+
+:class:`SourceAttention` is the base of every encoder-decoder attention module (global,
+local, hard): one ``forward`` signature for all of them, so a caller never passes an
+argument conditionally on the mechanism.
+"""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from attnlab.functional import AttentionOutput, Score, attention
-from attnlab.nn._checks import check_input, check_tensor, parameter_dtype
+from attnlab.functional._problem import check_layout, check_qkv
+from attnlab.masks.check import check_mask
+from attnlab.nn._checks import check_input, parameter_dtype
 
-DType = torch.dtype | None
+__all__ = [
+    "SourceAttention",
+    "attend_core",
+    "check_batch_first",
+    "check_sequence",
+    "heads_mask",
+]
+
+# A module mask: a key mask, a per-query mask, or one per head.
+MODULE_MASKS = "(B, Lk), (B, Lq, Lk) or (B, H, Lq, Lk), True = may attend"
 
 
-def check_features(
-    owner: nn.Module, name: str, t: Tensor, size: int, dims: tuple[int, ...], dtype: DType
-) -> None:
-    """One-line errors for a wrong type, rank, feature size or dtype at the module boundary.
+def check_sequence(
+    owner: nn.Module, name: str, t: object, dims: tuple[str, ...], width: int, *, prefix: str = ""
+) -> Tensor:
+    """``t`` laid out as ``dims`` with ``width`` features, of ``owner``'s parameters' dtype.
 
-    ``dtype`` is the parameters' (see :func:`~attnlab.nn._checks.check_input`).
+    Example:
+        >>> import torch
+        >>> check_sequence(nn.Linear(3, 1), "x", torch.zeros(2, 5, 3), ("B", "L", "D"), 3).shape
+        torch.Size([2, 5, 3])
     """
-    check_tensor(name, t)
-    if t.dim() not in dims:
-        shapes = " or ".join({2: "(B, D)", 3: "(B, L, D)"}[d] for d in dims)
-        raise ValueError(f"{name} must be {shapes}, got shape {tuple(t.shape)}")
-    if t.shape[-1] != size:
-        raise ValueError(f"{name} must have {size} features in its last dim, got {t.shape[-1]}")
-    check_input(owner, name, t, dtype)
+    check_layout(name, t, dims, width, prefix=prefix)
+    return check_input(owner, name, t, parameter_dtype(owner))
 
 
-def module_mask(mask: Tensor | None) -> Tensor | None:
-    """Accept a key mask ``(B, Lk)`` or a full mask ``(B, Lq, Lk)``; True = may attend."""
+def check_batch_first(
+    owner: nn.Module, query: object, key: object, value: object, widths: tuple[int, int, int]
+) -> None:
+    """The inputs of a multi-head module: ``(B, Lq, E)``, ``(B, Lk, kdim)``, ``(B, Lk, vdim)``.
+
+    Of ``owner``'s parameters' dtype; one-line errors from the one shape check.
+    """
+    check_qkv(
+        query,
+        key,
+        value,
+        names=("query", "key", "value"),
+        dims=("B", "L", "E"),
+        widths=widths,
+        prefix="batch-first ",
+        dtype=parameter_dtype(owner),
+        owner=type(owner).__name__,
+    )
+
+
+def heads_mask(mask: object, shape: tuple[int, int, int, int]) -> Tensor | None:
+    """A module mask in the core's 4-D layout: ``(B, Lk)`` -> ``(B, 1, 1, Lk)``, ...
+
+    ``mask`` is checked against ``shape`` = ``(B, H, Lq, Lk)`` in its own layout (a
+    2-D mask against ``(B, Lk)``, a 3-D one against ``(B, Lq, Lk)``), so an error
+    names the shape the caller passed; ``(B, Lq, Lk)`` then gains the head dim.
+
+    Example:
+        >>> import torch
+        >>> heads_mask(torch.ones(2, 7, dtype=torch.bool), (2, 4, 3, 7)).shape
+        torch.Size([2, 1, 1, 7])
+    """
     if mask is None:
         return None
-    check_tensor("mask", mask)
-    if mask.dtype != torch.bool:
-        raise TypeError(
-            f"mask must be boolean with True = may attend; got {mask.dtype}. Build one with "
-            "attnlab.masks.lengths_to_mask, or convert torch's key_padding_mask (True = ignore) "
-            "with attnlab.masks.from_key_padding_mask"
-        )
-    return mask.unsqueeze(1) if mask.dim() == 2 else mask
+    b, _, lq, lk = shape
+    layout = {2: (b, lk), 3: (b, lq, lk)}.get(mask.dim() if isinstance(mask, Tensor) else 4, shape)
+    check_mask(mask, shape=layout, expected=MODULE_MASKS)
+    if mask.dim() == 2:
+        return mask[:, None, None, :]
+    return mask.unsqueeze(1) if mask.dim() == 3 else mask
 
 
-def attend(
+def attend_core(
     query: Tensor,
     keys: Tensor,
     values: Tensor,
@@ -52,87 +93,34 @@ def attend(
     keys_prepared: bool,
     backend: str = "auto",
     bias: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None]:
+) -> AttentionOutput:
     """Run the core on batch-first inputs; a 2-D query ``(B, D)`` gives a 2-D context."""
     single = query.dim() == 2
     q = query.unsqueeze(1) if single else query
-    res: AttentionOutput = attention(
+    res = attention(
         q,
         keys,
         values,
         score=score,
-        mask=module_mask(mask),
+        mask=heads_mask(mask, (q.shape[0], 1, q.shape[1], keys.shape[1])),
         bias=bias,
         need_weights=need_weights,
         backend=backend,
         keys_prepared=keys_prepared,
     )
+    if not single:
+        return res
     context, weights = res
-    if single:
-        context = context.squeeze(1)
-        weights = None if weights is None else weights.squeeze(1)
-    return context, weights
-
-
-def attend_source(
-    owner: nn.Module,
-    query: Tensor,
-    keys: Tensor,
-    values: Tensor | None,
-    score: Score,
-    *,
-    query_size: int,
-    key_size: int,
-    mask: Tensor | None,
-    need_weights: bool,
-    keys_prepared: bool,
-    projected_keys: bool,
-) -> tuple[Tensor, Tensor | None]:
-    """Forward of an encoder-decoder attention module: checks, default values, core.
-
-    Args:
-        owner: the module (its parameters' dtype is the inputs' dtype).
-        query: ``(B, Lq, Dq)`` or ``(B, Dq)``.
-        keys: ``(B, Lk, Dk)``, or the module's prepared keys.
-        values: ``(B, Lk, Dv)``; None means the keys themselves.
-        score: the module's score function.
-        query_size: expected ``Dq``.
-        key_size: expected ``Dk`` of raw keys.
-        mask: ``(B, Lk)`` or ``(B, Lq, Lk)``, True = may attend.
-        need_weights: also return the weights.
-        keys_prepared: ``keys`` came from the module's ``prepare_keys``.
-        projected_keys: prepared keys are projections (so they cannot double as values).
-    """
-    dtype = parameter_dtype(owner)
-    check_features(owner, "query", query, query_size, (2, 3), dtype)
-    if values is None:
-        if keys_prepared and projected_keys:
-            raise ValueError(
-                "pass values= with keys_prepared=True: prepared keys are projections, "
-                "not the source states to average"
-            )
-        values = keys
-    else:
-        check_input(owner, "values", values, dtype)
-    if keys_prepared:
-        check_input(owner, "keys", keys, dtype)
-    else:
-        check_features(owner, "keys", keys, key_size, (3,), dtype)
-    return attend(
-        query,
-        keys,
-        values,
-        score,
-        mask=mask,
-        need_weights=need_weights,
-        keys_prepared=keys_prepared,
-    )
+    weights = None if weights is None else weights.squeeze(1)
+    return AttentionOutput(context.squeeze(1), weights, res.engine)
 
 
 class SourceAttention(nn.Module):
     """Base of the encoder-decoder attention modules (a query attends over source states).
 
-    Subclasses set ``query_size`` and ``key_size`` and implement :meth:`score`;
+    Every such module is called the same way (:meth:`forward`); subclasses set
+    ``query_size`` and ``key_size``, implement :meth:`score` and, when they do more
+    than global attention with that score, override :meth:`attend`.
     ``projected_keys`` says whether prepared keys are projections (so they cannot
     double as values).
     """
@@ -147,7 +135,7 @@ class SourceAttention(nn.Module):
 
     def prepare_keys(self, keys: Tensor) -> Tensor:
         """Keys in the space the score compares, computed once per source sequence."""
-        check_features(self, "keys", keys, self.key_size, (3,), parameter_dtype(self))
+        check_sequence(self, "keys", keys, ("B", "L", "D"), self.key_size)
         return self.score().prepare_keys(keys)
 
     def forward(
@@ -157,20 +145,74 @@ class SourceAttention(nn.Module):
         values: Tensor | None = None,
         *,
         mask: Tensor | None = None,
+        steps: Tensor | int | None = None,
         need_weights: bool = False,
         keys_prepared: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Attend from ``query`` over ``keys``; returns ``(context, weights | None)``."""
-        return attend_source(
-            self,
+    ) -> AttentionOutput:
+        """Attend from ``query`` over ``keys``.
+
+        Args:
+            query: ``(B, Lq, Dq)`` or ``(B, Dq)`` (one decoder step).
+            keys: ``(B, Lk, Dk)``, or the module's :meth:`prepare_keys` of them.
+            values: ``(B, Lk, Dv)``; None means the keys themselves.
+            mask: ``(B, Lk)`` or ``(B, Lq, Lk)``, True = may attend.
+            steps: the target positions of the queries, for attention that depends on
+                them (local-m); global attention ignores them.
+            need_weights: also return the weights.
+            keys_prepared: ``keys`` came from :meth:`prepare_keys`.
+
+        Returns:
+            :class:`~attnlab.functional.AttentionOutput` ``(context, weights | None)``.
+        """
+        if values is None:
+            if keys_prepared and self.projected_keys:
+                raise ValueError(
+                    "pass values= with keys_prepared=True: prepared keys are projections, "
+                    "not the source states to average"
+                )
+            values = keys
+        check_qkv(
+            query,
+            keys,
+            values,
+            names=("query", "keys", "values"),
+            dims=("B", "L", "D"),
+            widths=(self.query_size, None if keys_prepared else self.key_size, None),
+            single_query=True,
+            dtype=parameter_dtype(self),
+            owner=type(self).__name__,
+        )
+        return self.attend(
+            query,
+            keys,
+            values,
+            mask=mask,
+            steps=steps,
+            need_weights=need_weights,
+            keys_prepared=keys_prepared,
+        )
+
+    def attend(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        *,
+        mask: Tensor | None,
+        steps: Tensor | int | None,
+        need_weights: bool,
+        keys_prepared: bool,
+    ) -> AttentionOutput:
+        """The attention itself, on inputs :meth:`forward` has checked (wrappers call it).
+
+        Global attention: the core with this module's score (``steps`` unused).
+        """
+        return attend_core(
             query,
             keys,
             values,
             self.score(),
-            query_size=self.query_size,
-            key_size=self.key_size,
             mask=mask,
             need_weights=need_weights,
             keys_prepared=keys_prepared,
-            projected_keys=self.projected_keys,
         )

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.functional import attention
+from attnlab.functional import AttentionOutput, attention
+from attnlab.functional._problem import check_layout
 from attnlab.functional.graph import (
     add_self_loops,
     check_edge_index,
@@ -43,7 +44,6 @@ from attnlab.functional.scores import Zero
 from attnlab.nn._checks import (
     as_positive,
     check_input,
-    check_tensor,
     factory_kwargs,
     parameter_dtype,
     probability,
@@ -61,23 +61,30 @@ def _glorot(t: Tensor) -> None:
 
 
 class _GraphAttention(nn.Module):
-    """Shared forward of GAT and GATv2: self-loops, softmax, dropout, aggregation, heads."""
+    """Shared constructor and forward of GAT and GATv2: self-loops, softmax, dropout, heads.
+
+    Subclasses create their parameters in :meth:`_build`, and say what they compute in
+    :meth:`_project` and :meth:`_combine`; :meth:`_pyg_problem` names what their PyG
+    twin may have that :meth:`from_pyg` cannot copy.
+    """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
         *,
-        heads: int,
-        concat: bool,
-        negative_slope: float,
-        dropout: float,
-        add_self_loops: bool,
-        bias: bool,
-        attention: Attention,
-        factory: dict,
+        heads: int = 1,
+        concat: bool = True,
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        add_self_loops: bool = True,
+        bias: bool = True,
+        attention: Attention = "learned",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        factory = factory_kwargs(device, dtype)
         if attention not in ("learned", "uniform"):
             raise ValueError(f"attention must be 'learned' or 'uniform', got {attention!r}")
         self.in_channels = as_positive("in_channels", in_channels)
@@ -88,6 +95,48 @@ class _GraphAttention(nn.Module):
         self.concat, self.add_self_loops, self.attention = concat, add_self_loops, attention
         size = self.heads * self.out_channels if concat else self.out_channels
         self.bias = nn.Parameter(torch.zeros(size, **factory)) if bias else None
+        self._build(bias, factory)
+
+    def _build(self, bias: bool, factory: dict) -> None:
+        """Create the projections and attention vectors (after the output bias)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _pyg_problem(cls, module: nn.Module) -> str | None:
+        """Why ``module`` (the PyG twin) cannot be copied, or None."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pyg(cls, module: nn.Module) -> _GraphAttention:
+        """A copy of PyG's twin layer (same-size input, no edge features, no residual).
+
+        Raises:
+            ValueError: for a PyG layer with options this layer does not have.
+        """
+        problem = cls._pyg_problem(module)
+        if problem is None and getattr(module, "res", None) is not None:
+            problem = "does not support residual=True"
+        if problem is None and not isinstance(module.in_channels, int):
+            problem = "needs one in_channels, got a (source, target) pair"
+        if problem is not None:
+            raise ValueError(f"from_pyg {problem}")
+        p = next(module.parameters())
+        ours = cls(
+            module.in_channels,
+            module.out_channels,
+            heads=module.heads,
+            concat=module.concat,
+            negative_slope=module.negative_slope,
+            dropout=module.dropout,
+            add_self_loops=module.add_self_loops,
+            bias=module.bias is not None,
+            device=p.device,
+            dtype=p.dtype,
+        )
+        ours.load_state_dict(
+            {k: v for k, v in module.state_dict().items() if k in ours.state_dict()}
+        )
+        return ours
 
     def extra_repr(self) -> str:
         """Sizes and options, shown by ``repr``."""
@@ -109,22 +158,24 @@ class _GraphAttention(nn.Module):
         x: Tensor,
         edge_index: Tensor,
         *,
-        return_attention_weights: bool = False,
+        need_weights: bool = False,
         dense: bool = False,
-    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+    ) -> AttentionOutput:
         """Attend over incoming edges.
 
         Args:
             x: ``(N, in_channels)`` node features.
             edge_index: ``(2, E)`` int64, row 0 source, row 1 target.
-            return_attention_weights: also return ``(edge_index_used, alpha (E', H))``,
-                the edges after self-loops were added and their pre-dropout coefficients.
+            need_weights: also return the pre-dropout coefficients ``alpha (E', H)``
+                and, as the extra ``edge_index``, the ``E'`` edges they belong to (after
+                self-loops were added).
             dense: compute through an ``(N, N)`` adjacency (small graphs; same result).
+
+        Returns:
+            :class:`~attnlab.functional.AttentionOutput` ``(out, alpha or None)`` with the
+            extra ``edge_index`` (the edges used, or None without ``need_weights``).
         """
-        if check_tensor("x", x).dim() != 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x must be (N, {self.in_channels}) node features, got {tuple(x.shape)}"
-            )
+        check_layout("x", x, ("N", "F"), self.in_channels)
         check_input(self, "x", x, parameter_dtype(self))
         n = x.shape[0]
         check_edge_index(edge_index, n)
@@ -136,7 +187,9 @@ class _GraphAttention(nn.Module):
         out = out.reshape(n, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
         if self.bias is not None:
             out = out + self.bias
-        return (out, (edge_index, alpha)) if return_attention_weights else out
+        if not need_weights:
+            return AttentionOutput(out, None, edge_index=None)
+        return AttentionOutput(out, alpha, edge_index=edge_index)
 
     def _sparse(
         self, values: Tensor, q_src: Tensor, q_dst: Tensor, edge_index: Tensor
@@ -206,38 +259,12 @@ class GATConv(_GraphAttention):
 
     Example:
         >>> conv = GATConv(4, 3, heads=2)
-        >>> conv(torch.randn(5, 4), torch.tensor([[0, 1, 2], [1, 2, 3]])).shape
-        torch.Size([5, 6])
+        >>> out, alpha = conv(torch.randn(5, 4), torch.tensor([[0, 1, 2], [1, 2, 3]]))
+        >>> out.shape, alpha
+        (torch.Size([5, 6]), None)
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        heads: int = 1,
-        concat: bool = True,
-        negative_slope: float = 0.2,
-        dropout: float = 0.0,
-        add_self_loops: bool = True,
-        bias: bool = True,
-        attention: Attention = "learned",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        factory = factory_kwargs(device, dtype)
-        super().__init__(
-            in_channels,
-            out_channels,
-            heads=heads,
-            concat=concat,
-            negative_slope=negative_slope,
-            dropout=dropout,
-            add_self_loops=add_self_loops,
-            bias=bias,
-            attention=attention,
-            factory=factory,
-        )
+    def _build(self, bias: bool, factory: dict) -> None:
         heads, out_channels = self.heads, self.out_channels
         self.lin = nn.Linear(self.in_channels, heads * out_channels, bias=False, **factory)
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels, **factory))
@@ -254,29 +281,10 @@ class GATConv(_GraphAttention):
         return F.leaky_relu(src + dst, self.negative_slope)
 
     @classmethod
-    def from_pyg(cls, module: nn.Module) -> GATConv:
-        """A copy of ``torch_geometric.nn.GATConv`` (same-size input, no edge features)."""
+    def _pyg_problem(cls, module: nn.Module) -> str | None:
         if getattr(module, "lin", None) is None or getattr(module, "lin_edge", None) is not None:
-            raise ValueError("from_pyg needs a GATConv with one in_channels and no edge_dim")
-        if getattr(module, "res", None) is not None:
-            raise ValueError("from_pyg does not support residual=True")
-        p = module.lin.weight
-        ours = cls(
-            module.in_channels,
-            module.out_channels,
-            heads=module.heads,
-            concat=module.concat,
-            negative_slope=module.negative_slope,
-            dropout=module.dropout,
-            add_self_loops=module.add_self_loops,
-            bias=module.bias is not None,
-            device=p.device,
-            dtype=p.dtype,
-        )
-        ours.load_state_dict(
-            {k: v for k, v in module.state_dict().items() if k in ours.state_dict()}
-        )
-        return ours
+            return "needs a GATConv with one in_channels and no edge_dim"
+        return None
 
 
 class GATv2Conv(_GraphAttention):
@@ -294,38 +302,12 @@ class GATv2Conv(_GraphAttention):
 
     Example:
         >>> conv = GATv2Conv(4, 3, heads=2, concat=False)
-        >>> conv(torch.randn(5, 4), torch.tensor([[0, 1, 2], [1, 2, 3]])).shape
-        torch.Size([5, 3])
+        >>> res = conv(torch.randn(5, 4), torch.tensor([[0, 1, 2], [1, 2, 3]]), need_weights=True)
+        >>> res.context.shape, res.weights.shape, res.edge_index.shape  # 3 edges + 5 self-loops
+        (torch.Size([5, 3]), torch.Size([8, 2]), torch.Size([2, 8]))
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        heads: int = 1,
-        concat: bool = True,
-        negative_slope: float = 0.2,
-        dropout: float = 0.0,
-        add_self_loops: bool = True,
-        bias: bool = True,
-        attention: Attention = "learned",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        factory = factory_kwargs(device, dtype)
-        super().__init__(
-            in_channels,
-            out_channels,
-            heads=heads,
-            concat=concat,
-            negative_slope=negative_slope,
-            dropout=dropout,
-            add_self_loops=add_self_loops,
-            bias=bias,
-            attention=attention,
-            factory=factory,
-        )
+    def _build(self, bias: bool, factory: dict) -> None:
         heads, out_channels = self.heads, self.out_channels
         self.lin_l = nn.Linear(self.in_channels, heads * out_channels, bias=bias, **factory)
         self.lin_r = nn.Linear(self.in_channels, heads * out_channels, bias=bias, **factory)
@@ -346,28 +328,7 @@ class GATv2Conv(_GraphAttention):
         return (F.leaky_relu(src + dst, self.negative_slope) * self.att).sum(-1)
 
     @classmethod
-    def from_pyg(cls, module: nn.Module) -> GATv2Conv:
-        """A copy of PyG's ``GATv2Conv`` (``share_weights=False``, no edge features)."""
+    def _pyg_problem(cls, module: nn.Module) -> str | None:
         if module.share_weights or getattr(module, "lin_edge", None) is not None:
-            raise ValueError("from_pyg needs a GATv2Conv with share_weights=False and no edge_dim")
-        if getattr(module, "res", None) is not None:
-            raise ValueError("from_pyg does not support residual=True")
-        if not isinstance(module.in_channels, int):
-            raise ValueError("from_pyg needs one in_channels, got a (source, target) pair")
-        p = module.lin_l.weight
-        ours = cls(
-            module.in_channels,
-            module.out_channels,
-            heads=module.heads,
-            concat=module.concat,
-            negative_slope=module.negative_slope,
-            dropout=module.dropout,
-            add_self_loops=module.add_self_loops,
-            bias=module.bias is not None,
-            device=p.device,
-            dtype=p.dtype,
-        )
-        ours.load_state_dict(
-            {k: v for k, v in module.state_dict().items() if k in ours.state_dict()}
-        )
-        return ours
+            return "needs a GATv2Conv with share_weights=False and no edge_dim"
+        return None

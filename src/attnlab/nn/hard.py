@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from attnlab.functional import AttentionOutput, Score
 from attnlab.functional.hard import (
     gumbel_straight_through,
     log_prob_and_entropy,
     sample_one_hot,
 )
 from attnlab.nn._checks import check_tensor, positive_float, probability
+from attnlab.nn._common import SourceAttention
 
 HardEstimator = Literal["reinforce", "gumbel"]
 HardEvaluation = Literal["argmax", "expectation"]
 
-
-class HardAttentionOutput(NamedTuple):
-    """What :class:`HardAttention` returns.
-
-    Attributes:
-        context: the value at the chosen position(s), ``(B, [Lq,] Dv)``.
-        weights: the distribution the position was drawn from (when asked), else None.
-        log_prob: ``log alpha`` of the chosen position, ``(B, [Lq])``, for REINFORCE.
-        entropy: entropy of the distribution, ``(B, [Lq])``.
-    """
-
-    context: Tensor
-    weights: Tensor | None
-    log_prob: Tensor
-    entropy: Tensor
+# Kept for code written against the four-field result: hard attention now returns the
+# one AttentionOutput of every module, ``(context, weights)`` with extras ``log_prob``
+# and ``entropy``.
+HardAttentionOutput = AttentionOutput
 
 
-class HardAttention(nn.Module):
+class HardAttention(SourceAttention):
     r"""Stochastic hard attention (Xu et al. 2015, "Show, Attend and Tell", 4.1).
 
     The wrapped soft attention gives :math:`\alpha`; in training one position
@@ -49,15 +40,26 @@ class HardAttention(nn.Module):
     In evaluation the context is the value at ``argmax alpha`` or, with
     ``evaluation="expectation"``, the soft average :math:`\sum_s \alpha_s v_s`.
 
+    Called like every encoder-decoder attention module (see
+    :class:`~attnlab.nn._common.SourceAttention`): ``(query, keys, values, mask=...,
+    steps=..., need_weights=..., keys_prepared=...)``.
+
     Args:
-        attention: a soft attention module called as
-            ``attention(query, keys, values, mask=..., need_weights=True, ...)``.
+        attention: the soft attention module whose distribution is sampled
+            (:class:`~attnlab.nn.LuongAttention`, :class:`~attnlab.nn.AdditiveAttention`,
+            :class:`~attnlab.nn.LocalAttention`, ...).
         estimator: ``"reinforce"`` or ``"gumbel"``.
         temperature: Gumbel-softmax temperature.
         evaluation: ``"argmax"`` or ``"expectation"``.
 
+    Returns:
+        :class:`~attnlab.functional.AttentionOutput` ``(context, weights | None)`` with
+        extras ``log_prob`` (``log alpha`` of the chosen position, ``(B, [Lq])``, for
+        REINFORCE) and ``entropy`` of the distribution (``(B, [Lq])``).
+
     Shapes:
-        as the wrapped module; see :class:`HardAttentionOutput`.
+        as the wrapped module; context ``(B, [Lq,] Dv)`` is the value at the chosen
+        position(s).
 
     Example:
         >>> from attnlab.nn import LuongAttention
@@ -69,17 +71,17 @@ class HardAttention(nn.Module):
 
     def __init__(
         self,
-        attention: nn.Module,
+        attention: SourceAttention,
         *,
         estimator: HardEstimator = "reinforce",
         temperature: float = 1.0,
         evaluation: HardEvaluation = "argmax",
     ) -> None:
         super().__init__()
-        if not isinstance(attention, nn.Module):
+        if not isinstance(attention, SourceAttention):
             raise TypeError(
-                f"attention must be a soft attention nn.Module (e.g. LuongAttention), got "
-                f"{type(attention).__name__}"
+                f"attention must be a soft attention nn.Module (a SourceAttention such as "
+                f"LuongAttention), got {type(attention).__name__}"
             )
         if estimator not in ("reinforce", "gumbel"):
             raise ValueError(f"estimator must be 'reinforce' or 'gumbel'; got {estimator!r}")
@@ -88,6 +90,25 @@ class HardAttention(nn.Module):
         self.attention, self.estimator = attention, estimator
         self.temperature = positive_float("temperature", temperature)
         self.evaluation = evaluation
+
+    @property
+    def query_size(self) -> int:  # type: ignore[override]
+        """The wrapped module's query size."""
+        return self.attention.query_size
+
+    @property
+    def key_size(self) -> int:  # type: ignore[override]
+        """The wrapped module's key size."""
+        return self.attention.key_size
+
+    @property
+    def projected_keys(self) -> bool:  # type: ignore[override]
+        """Whether the wrapped module's prepared keys are projections."""
+        return self.attention.projected_keys
+
+    def score(self) -> Score:
+        """The wrapped module's score."""
+        return self.attention.score()
 
     def prepare_keys(self, keys: Tensor) -> Tensor:
         """Delegates to the wrapped module."""
@@ -104,36 +125,37 @@ class HardAttention(nn.Module):
         best = torch.zeros_like(weights).scatter_(-1, weights.argmax(-1, keepdim=True), 1.0)
         return best * (weights.sum(-1, keepdim=True) > 0)
 
-    def forward(
+    def attend(
         self,
         query: Tensor,
         keys: Tensor,
-        values: Tensor | None = None,
+        values: Tensor,
         *,
-        mask: Tensor | None = None,
-        need_weights: bool = False,
-        keys_prepared: bool = False,
-        **kwargs: object,
-    ) -> HardAttentionOutput:
+        mask: Tensor | None,
+        steps: Tensor | int | None,
+        need_weights: bool,
+        keys_prepared: bool,
+    ) -> AttentionOutput:
         """Choose a source position per query; see the class docstring."""
-        _, weights = self.attention(
+        _, weights = self.attention.attend(
             query,
             keys,
             values,
             mask=mask,
+            steps=steps,
             need_weights=True,
             keys_prepared=keys_prepared,
-            **kwargs,
         )
         assert weights is not None
         selection = self.choose(weights)
-        source = keys if values is None else values
         if selection.dim() == 2:
-            context = (selection.unsqueeze(1) @ source).squeeze(1)
+            context = (selection.unsqueeze(1) @ values).squeeze(1)
         else:
-            context = selection @ source
+            context = selection @ values
         log_prob, entropy = log_prob_and_entropy(weights, selection)
-        return HardAttentionOutput(context, weights if need_weights else None, log_prob, entropy)
+        return AttentionOutput(
+            context, weights if need_weights else None, log_prob=log_prob, entropy=entropy
+        )
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""

@@ -2,58 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from attnlab.nn._checks import (
-    as_positive,
-    check_input,
-    check_tensor,
-    factory_kwargs,
-    optional_size,
-    parameter_dtype,
-)
+from attnlab.functional import AttentionOutput
+from attnlab.masks.check import check_mask
+from attnlab.nn._checks import as_positive, factory_kwargs, optional_size
+from attnlab.nn._common import check_sequence
 from attnlab.nn.pooling import AttentionPooling
 
 _POOLINGS = ("attention", "last")
 _WORD_GROUPS = 4  # length groups of sentences the word level runs over, one after another
 
 
-class HierarchicalWeights(NamedTuple):
-    """The two levels of attention weights of :class:`HierarchicalAttention`.
-
-    Attributes:
-        words: ``(B, S, W)``: each real sentence's distribution over its words;
-            all zero for padded words and for padded sentences.
-        sentences: ``(B, S)``: each document's distribution over its sentences;
-            zero for padded sentences, all zero for a document with no words.
-    """
-
-    words: Tensor
-    sentences: Tensor
-
-
 def _check_inputs(
-    owner: nn.Module, inputs: Tensor, mask: Tensor | None, size: int, shape: str
+    owner: nn.Module, inputs: Tensor, mask: Tensor | None, size: int, dims: tuple[str, ...]
 ) -> Tensor:
     """One-line errors for bad inputs or masks; returns the mask (all True when None)."""
-    dims = len(shape.split(",")) + 1
-    check_tensor("inputs", inputs)
-    if inputs.dim() != dims or inputs.shape[-1] != size:
-        raise ValueError(f"inputs must be ({shape}, {size}), got shape {tuple(inputs.shape)}")
-    check_input(owner, "inputs", inputs, parameter_dtype(owner))
+    check_sequence(owner, "inputs", inputs, (*dims, "E"), size)
+    positions = inputs.shape[:-1]
     if mask is None:
-        return torch.ones(inputs.shape[:-1], dtype=torch.bool, device=inputs.device)
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(f"mask must be a boolean tensor with True = real position, got {got}")
-    if mask.shape != inputs.shape[:-1]:
-        raise ValueError(
-            f"mask must be ({shape}) = {tuple(inputs.shape[:-1])}, got {tuple(mask.shape)}"
-        )
-    return mask
+        return torch.ones(positions, dtype=torch.bool, device=inputs.device)
+    expected = f"({', '.join(dims)}), True = real position"
+    check_mask(mask, ndim_max=len(dims), shape=positions, expected=expected)
+    return mask.expand(positions)
 
 
 def _lengths(mask: Tensor, what: str) -> Tensor:
@@ -149,13 +123,13 @@ class SequenceEncoder(nn.Module):
 
     def forward(
         self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> AttentionOutput:
         """Encode and pool; returns ``(vector, weights | None)``."""
-        mask = _check_inputs(self, inputs, mask, self.input_size, "B, L")
+        mask = _check_inputs(self, inputs, mask, self.input_size, ("B", "L"))
         if inputs.shape[1] == 0:  # no positions: the GRUs cannot run, and empty rows are 0
             vector = inputs.new_zeros(inputs.shape[0], self.output_size)
             weights = inputs.new_zeros(inputs.shape[0], 0) if need_weights else None
-            return vector, weights if self.attention is not None else None
+            return AttentionOutput(vector, weights if self.attention is not None else None)
         lengths = _lengths(mask, "in each row, real positions come first")
         states = self.states(inputs, lengths)
         if self.attention is not None:
@@ -163,7 +137,7 @@ class SequenceEncoder(nn.Module):
         last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, self.hidden_size)
         forward = states[..., : self.hidden_size].gather(1, last).squeeze(1)
         vector = torch.cat([forward, states[:, 0, self.hidden_size :]], dim=-1)
-        return vector * (lengths > 0).unsqueeze(-1).to(vector.dtype), None
+        return AttentionOutput(vector * (lengths > 0).unsqueeze(-1).to(vector.dtype), None)
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""
@@ -208,14 +182,17 @@ class HierarchicalAttention(nn.Module):
     Shapes:
         inputs ``(B, S, W, E)``, mask ``(B, S, W)`` True = real word (right-padded:
         real words first in each sentence, empty sentences last) -> document
-        ``(B, 2 * hidden_size)``; weights :class:`HierarchicalWeights` with words
-        ``(B, S, W)`` and sentences ``(B, S)``.
+        ``(B, 2 * hidden_size)``; weights (the distribution over the words it was
+        given) ``(B, S, W)``, all zero for padded words and padded sentences; extra
+        ``sentence_weights`` ``(B, S)``, each document's distribution over its
+        sentences, zero for padded ones (both None unless ``need_weights``).
 
     Example:
         >>> han = HierarchicalAttention(8, hidden_size=4)
         >>> mask = torch.tensor([[[True, True, False], [True, False, False]]])
-        >>> doc, w = han(torch.randn(1, 2, 3, 8), mask=mask, need_weights=True)
-        >>> doc.shape, w.words.shape, w.words[0, 1, 1:].tolist(), w.sentences.shape
+        >>> out = han(torch.randn(1, 2, 3, 8), mask=mask, need_weights=True)
+        >>> doc, words = out
+        >>> doc.shape, words.shape, words[0, 1, 1:].tolist(), out.sentence_weights.shape
         (torch.Size([1, 8]), torch.Size([1, 2, 3]), [0.0, 0.0], torch.Size([1, 2]))
     """
 
@@ -240,9 +217,9 @@ class HierarchicalAttention(nn.Module):
 
     def forward(
         self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
-    ) -> tuple[Tensor, HierarchicalWeights | None]:
-        """Encode documents; returns ``(document, HierarchicalWeights | None)``."""
-        mask = _check_inputs(self, inputs, mask, self.input_size, "B, S, W")
+    ) -> AttentionOutput:
+        """Encode documents: ``(document, word weights | None)``, extra ``sentence_weights``."""
+        mask = _check_inputs(self, inputs, mask, self.input_size, ("B", "S", "W"))
         words = _lengths(mask, "in each sentence, real words come first")
         real_sentences = words > 0
         _lengths(real_sentences, "empty (all-padding) sentences must come after every real one")
@@ -269,12 +246,10 @@ class HierarchicalAttention(nn.Module):
         document, sentence_weights = self.sentences(
             vectors, mask=real_sentences, need_weights=need_weights
         )
-        if all_words is None:
-            return document, None
-        weights = HierarchicalWeights(
-            all_words.view(batch, num_sentences, num_words), sentence_weights
+        words_weights = (
+            None if all_words is None else all_words.view(batch, num_sentences, num_words)
         )
-        return document, weights
+        return AttentionOutput(document, words_weights, sentence_weights=sentence_weights)
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""

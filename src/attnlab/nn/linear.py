@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from attnlab.functional import AttentionOutput
 from attnlab.functional.linear import (
     DEFAULT_CHUNK,
     FEATURE_MAPS,
@@ -27,11 +28,11 @@ from attnlab.functional.linear import (
 from attnlab.nn._checks import (
     as_positive,
     check_heads,
-    check_input,
-    check_tensor,
     factory_kwargs,
     optional_size,
+    probability,
 )
+from attnlab.nn._common import check_batch_first
 
 __all__ = ["LinearAttention", "default_num_features"]
 
@@ -58,8 +59,12 @@ class LinearAttention(nn.Module):
     calls, as the paper does to keep one unlucky draw from being trained around.
 
     There are no attention weights: they would be the ``(Lq, Lk)`` matrix this method
-    exists to avoid. ``need_weights=True`` raises; use
-    :class:`~attnlab.nn.MultiHeadAttention` to look at weights.
+    exists to avoid. The result is ``(context, None)``; ``need_weights=True`` raises;
+    use :class:`~attnlab.nn.MultiHeadAttention` to look at weights. Called like every
+    attention module a Transformer layer runs (``query, key, value, mask=, causal=,
+    need_weights=``), so ``TransformerEncoder(..., attn_layer=LinearAttention,
+    attention_dropout=0.0)`` is a linear-attention Transformer; it has no ``bias=``
+    (ALiBi, relative positions) and no KV cache.
 
     Args:
         embed_dim: model size ``E`` (queries, keys, values and output).
@@ -67,11 +72,14 @@ class LinearAttention(nn.Module):
         feature_map: ``"elu"`` or ``"favor"``.
         num_features: FAVOR+'s ``m`` (default ``round(d ln d)``, ``d = E / H``); only
             for ``"favor"``.
-        causal: each position attends to itself and earlier positions (self-attention).
+        causal: each position attends to itself and earlier positions (self-attention),
+            on every call (``causal=True`` in a call does it for that call).
         redraw_interval: with ``"favor"``, draw a new projection every this many
             training forward calls (never in eval); None keeps it fixed.
         bias: biases in the four projections.
         chunk_size: positions per chunk of the causal prefix sum.
+        dropout: must be 0: there are no attention probabilities to drop (accepted so
+            the module fits the attention factories of the Transformer layers).
         device: where parameters and buffers live.
         dtype: their dtype (the attention itself runs in at least float32).
 
@@ -81,8 +89,9 @@ class LinearAttention(nn.Module):
 
     Example:
         >>> attn = LinearAttention(16, 4, feature_map="favor", num_features=8, causal=True)
-        >>> attn(torch.randn(2, 5, 16)).shape
-        torch.Size([2, 5, 16])
+        >>> context, weights = attn(torch.randn(2, 5, 16))
+        >>> context.shape, weights
+        (torch.Size([2, 5, 16]), None)
     """
 
     projection: Tensor | None
@@ -98,11 +107,17 @@ class LinearAttention(nn.Module):
         redraw_interval: int | None = None,
         bias: bool = True,
         chunk_size: int = DEFAULT_CHUNK,
+        dropout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         factory = factory_kwargs(device, dtype)
+        if probability("dropout", dropout) != 0:
+            raise ValueError(
+                f"linear attention forms no attention probabilities to drop, got dropout="
+                f"{dropout}; pass 0 (in a Transformer layer: attention_dropout=0.0)"
+            )
         embed_dim, num_heads = check_heads("embed_dim", embed_dim, num_heads)
         _check_feature_options(feature_map, num_features, redraw_interval)
         num_features = optional_size("num_features", num_features)
@@ -152,8 +167,9 @@ class LinearAttention(nn.Module):
         value: Tensor | None = None,
         *,
         mask: Tensor | None = None,
+        causal: bool = False,
         need_weights: bool = False,
-    ) -> Tensor:
+    ) -> AttentionOutput:
         """Attend from ``query`` over ``key``/``value`` (self-attention when omitted).
 
         Args:
@@ -162,10 +178,11 @@ class LinearAttention(nn.Module):
             value: ``(B, Lk, E)``; default ``key``.
             mask: boolean key mask ``(B, Lk)``, True = may attend (torch's
                 ``key_padding_mask``, True = ignore, is its negation).
+            causal: causal for this call (always causal when built with ``causal=True``).
             need_weights: must stay False: linear attention has no weights.
 
         Returns:
-            ``(B, Lq, E)``.
+            :class:`~attnlab.functional.AttentionOutput` ``(output (B, Lq, E), None)``.
         """
         if need_weights:
             raise ValueError(
@@ -174,7 +191,8 @@ class LinearAttention(nn.Module):
             )
         key = query if key is None else key
         value = key if value is None else value
-        self._check(query, key, value, mask)
+        causal = self.causal or causal
+        self._check(query, key, value, causal)
         if self.training and self.redraw_interval is not None:
             if self.calls_since_redraw >= self.redraw_interval:
                 self.redraw_features()
@@ -187,39 +205,22 @@ class LinearAttention(nn.Module):
             feature_map=self.feature_map,
             projection=self.projection,
             mask=mask,
-            causal=self.causal,
+            causal=causal,
             chunk_size=self.chunk_size,
         )
-        return self.out_proj(out.transpose(1, 2).reshape(b, lq, self.embed_dim))
+        return AttentionOutput(self.out_proj(out.transpose(1, 2).reshape(b, lq, self.embed_dim)))
 
     def _heads(self, x: Tensor) -> Tensor:
         """``(B, L, E)`` -> ``(B, H, L, d)``."""
         b, length, _ = x.shape
         return x.view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def _check(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
-        dtype = self.q_proj.weight.dtype
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            check_input(self, name, t, dtype)
-            if t.dim() != 3 or t.shape[-1] != self.embed_dim:
-                raise ValueError(
-                    f"{name} must be batch-first (B, L, {self.embed_dim}); got {tuple(t.shape)}"
-                )
-        if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
-            raise ValueError(
-                f"query, key and value must share B (and key/value L); got "
-                f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
-            )
-        if self.causal and key.shape[1] != query.shape[1]:
+    def _check(self, query: Tensor, key: Tensor, value: Tensor, causal: bool) -> None:
+        check_batch_first(self, query, key, value, (self.embed_dim,) * 3)
+        if causal and key.shape[1] != query.shape[1]:
             raise ValueError(
                 f"causal linear attention is self-attention: Lq must equal Lk, got "
                 f"{query.shape[1]} and {key.shape[1]}"
-            )
-        if mask is not None and (check_tensor("mask", mask).dtype != torch.bool or mask.dim() != 2):
-            got = f"{mask.dtype} {tuple(mask.shape)}"
-            raise ValueError(
-                f"mask must be a boolean key mask (B, Lk), True = may attend; got {got}. "
-                "Convert torch's key_padding_mask (True = ignore) with ~mask"
             )
 
     def extra_repr(self) -> str:

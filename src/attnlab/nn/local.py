@@ -7,26 +7,24 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from attnlab.functional import AttentionOutput, Score
 from attnlab.functional.local import (
     check_half_width,
     gaussian_window,
     monotonic_centres,
     window_mask,
 )
-from attnlab.nn._checks import (
-    check_input,
-    check_tensor,
-    factory_kwargs,
-    optional_size,
-    parameter_dtype,
-)
-from attnlab.nn._common import check_features
+from attnlab.masks.check import check_mask
+from attnlab.nn._checks import factory_kwargs, optional_size
+from attnlab.nn._common import SourceAttention, attend_core
 from attnlab.nn.luong import LuongAttention
+from attnlab.nn.luong_scores import LuongScore
 
 LocalMode = Literal["monotonic", "predictive"]
+_KEY_MASK = "a boolean key mask (B, Lk), True = real source token"
 
 
-class LocalAttention(nn.Module):
+class LocalAttention(SourceAttention):
     r"""Luong et al. 2015 local attention: a window ``[p_t - D, p_t + D]`` of the source.
 
     From "Effective Approaches to Attention-based Neural Machine Translation", 3.2.
@@ -47,7 +45,8 @@ class LocalAttention(nn.Module):
         key_size: source state size (default ``query_size``).
         half_width: ``D``; local-p needs ``D >= 1``.
         mode: ``"monotonic"`` or ``"predictive"``.
-        score: the content score inside the window.
+        score: the content score inside the window: ``"dot"``, ``"general"``,
+            ``"concat"``, or a :class:`~attnlab.nn.luong_scores.LuongScore`.
         position_hidden: size of ``W_p`` (local-p; default ``query_size``).
 
     Shapes:
@@ -72,7 +71,7 @@ class LocalAttention(nn.Module):
         *,
         half_width: int,
         mode: LocalMode = "predictive",
-        score: Literal["dot", "general", "concat"] = "general",
+        score: Literal["dot", "general", "concat"] | LuongScore = "general",
         position_hidden: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -82,7 +81,7 @@ class LocalAttention(nn.Module):
         position_hidden = optional_size("position_hidden", position_hidden)
         if mode not in ("monotonic", "predictive"):
             raise ValueError(f"mode must be 'monotonic' or 'predictive'; got {mode!r}")
-        if score not in ("dot", "general", "concat"):
+        if not isinstance(score, LuongScore) and score not in ("dot", "general", "concat"):
             raise ValueError(f"score must be 'dot', 'general' or 'concat'; got {score!r}")
         check_half_width(half_width, predictive=mode == "predictive")
         self.half_width, self.mode = half_width, mode
@@ -97,9 +96,14 @@ class LocalAttention(nn.Module):
                 nn.Linear(hidden, 1, bias=False, **factory),
             )
 
-    def prepare_keys(self, keys: Tensor) -> Tensor:
-        """Keys in the content score's space, computed once per source sequence."""
-        return self.content.prepare_keys(keys)
+    def score(self) -> Score:
+        """The content score inside the window."""
+        return self.content.score()
+
+    @property
+    def projected_keys(self) -> bool:  # type: ignore[override]
+        """Whether the content score's prepared keys are projections."""
+        return self.content.projected_keys
 
     def centres(self, query: Tensor, lengths: Tensor, steps: Tensor | int | None) -> Tensor:
         """The window centres ``p_t``, ``(B, Lq)`` for a 3-D query."""
@@ -122,39 +126,35 @@ class LocalAttention(nn.Module):
             )
         return monotonic_centres(steps, lengths)
 
-    def forward(
+    def attend(
         self,
         query: Tensor,
         keys: Tensor,
-        values: Tensor | None = None,
+        values: Tensor,
         *,
-        mask: Tensor | None = None,
-        steps: Tensor | int | None = None,
-        need_weights: bool = False,
-        keys_prepared: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Attend from ``query`` over the window of ``keys``; ``(context, weights | None)``."""
-        dtype = parameter_dtype(self)
-        check_features(self, "query", query, self.query_size, (2, 3), dtype)
-        check_input(self, "keys", keys, dtype)
+        mask: Tensor | None,
+        steps: Tensor | int | None,
+        need_weights: bool,
+        keys_prepared: bool,
+    ) -> AttentionOutput:
+        """Attend from ``query`` over the window of ``keys`` (inputs checked by ``forward``)."""
         single = query.dim() == 2
         q = query.unsqueeze(1) if single else query
         batch, lk = keys.shape[0], keys.shape[1]
-        if mask is not None and (check_tensor("mask", mask).dim() != 2 or mask.dtype != torch.bool):
-            raise ValueError(
-                "local attention takes a boolean key mask (B, Lk), True = real source token; "
-                f"got {mask.dtype} of shape {tuple(mask.shape)}"
-            )
+        if mask is not None:
+            check_mask(mask, ndim_max=2, shape=(batch, lk), expected=_KEY_MASK)
+            mask = mask.expand(batch, lk)
         lengths = mask.sum(-1) if mask is not None else torch.full((batch,), lk, device=keys.device)
         centres = self.centres(q, lengths, steps)
         allowed = window_mask(centres, lk, self.half_width)
         if mask is not None:
             allowed = allowed & mask.unsqueeze(1)
         predictive = self.position is not None
-        context, weights = self.content(
+        context, weights = attend_core(
             q,
             keys,
             values,
+            self.score(),
             mask=allowed,
             need_weights=need_weights or predictive,
             keys_prepared=keys_prepared,
@@ -163,11 +163,11 @@ class LocalAttention(nn.Module):
             assert weights is not None
             gauss = gaussian_window(centres, lk, self.half_width)
             weights = weights * gauss.to(weights.dtype)
-            context = weights @ (keys if values is None else values)
+            context = weights @ values
         if single:
             context = context.squeeze(1)
             weights = None if weights is None else weights.squeeze(1)
-        return context, weights if need_weights else None
+        return AttentionOutput(context, weights if need_weights else None)
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""

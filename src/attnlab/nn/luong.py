@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from attnlab.functional import Additive, Dot, General, Location, Score
-from attnlab.nn._checks import as_positive, factory_kwargs, optional_size
+from attnlab.functional import Score
+from attnlab.nn._checks import as_positive, factory_kwargs
 from attnlab.nn._common import SourceAttention
+from attnlab.nn.luong_scores import LUONG_SCORES, LuongScore, LuongScoreName
 
-LuongScore = Literal["dot", "general", "concat", "location"]
-LUONG_SCORES = ("dot", "general", "concat", "location")
+__all__ = ["LUONG_SCORES", "LuongAttention", "LuongScoreName"]
 
 
 class LuongAttention(SourceAttention):
@@ -32,10 +30,16 @@ class LuongAttention(SourceAttention):
         \end{cases}
         \qquad a_t = \mathrm{softmax}(W_a h_t) \ \text{(location)}
 
+    The score is a strategy (:mod:`attnlab.nn.luong_scores`) that owns its parameters;
+    a name is resolved once through :data:`~attnlab.nn.luong_scores.LUONG_SCORES`, or a
+    strategy instance is used as given. Its parameters read as the module's own
+    (``attn.weight`` for ``general``).
+
     Args:
         query_size: decoder state size.
         key_size: source state size (default ``query_size``; ``dot`` needs them equal).
-        score: ``"dot"``, ``"general"``, ``"concat"`` or ``"location"``.
+        score: ``"dot"``, ``"general"``, ``"concat"``, ``"location"``, or a
+            :class:`~attnlab.nn.luong_scores.LuongScore` built for these sizes.
         hidden_size: ``concat`` only: size of ``v_a`` (default ``query_size``).
         max_source_len: ``location`` only: the number of source positions ``W_a`` scores.
 
@@ -56,7 +60,7 @@ class LuongAttention(SourceAttention):
         query_size: int,
         key_size: int | None = None,
         *,
-        score: LuongScore = "dot",
+        score: LuongScoreName | LuongScore = "dot",
         hidden_size: int | None = None,
         max_source_len: int | None = None,
         device: torch.device | str | None = None,
@@ -66,57 +70,71 @@ class LuongAttention(SourceAttention):
         factory = factory_kwargs(device, dtype)
         query_size = as_positive("query_size", query_size)
         key_size = query_size if key_size is None else as_positive("key_size", key_size)
-        hidden_size = optional_size("hidden_size", hidden_size)
-        max_source_len = optional_size("max_source_len", max_source_len)
-        if score not in LUONG_SCORES:
-            raise ValueError(f"score must be one of {LUONG_SCORES}, got {score!r}")
-        if score == "dot" and key_size != query_size:
+        self.query_size, self.key_size = query_size, key_size
+        self.scorer = self._resolve(score, hidden_size, max_source_len, factory)
+
+    def _resolve(
+        self, score: object, hidden_size: int | None, max_source_len: int | None, factory: dict
+    ) -> LuongScore:
+        if isinstance(score, LuongScore):
+            if (score.query_size, score.key_size) != (self.query_size, self.key_size):
+                raise ValueError(
+                    f"the {score.name} score was built for query_size={score.query_size}, "
+                    f"key_size={score.key_size} but the attention has {self.query_size} and "
+                    f"{self.key_size}; build them with the same sizes"
+                )
+            return score
+        if not isinstance(score, str) or score not in LUONG_SCORES:
             raise ValueError(
-                f"score='dot' needs query_size == key_size, got {query_size} and "
-                f"{key_size}; use score='general' to map between them"
+                f"score must be one of {tuple(LUONG_SCORES)} or a LuongScore, got {score!r}"
             )
-        if score == "location" and max_source_len is None:
-            raise ValueError(
-                "score='location' needs max_source_len: W_a scores each source position"
-            )
-        self.query_size, self.key_size, self.score_name = query_size, key_size, score
-        self.hidden_size = hidden_size or query_size
-        self.max_source_len = max_source_len
-        if score == "general":
-            self.weight = nn.Parameter(torch.empty(query_size, key_size, **factory))
-            nn.init.xavier_uniform_(self.weight)
-        elif score == "concat":
-            self.query_proj = nn.Linear(query_size, self.hidden_size, bias=False, **factory)
-            self.key_proj = nn.Linear(key_size, self.hidden_size, bias=True, **factory)
-            self.v = nn.Parameter(torch.empty(self.hidden_size, **factory))
-            nn.init.uniform_(self.v, -(self.hidden_size**-0.5), self.hidden_size**-0.5)
-        elif score == "location":
-            self.location = nn.Linear(query_size, max_source_len, **factory)
+        return LUONG_SCORES[score].from_options(
+            self.query_size,
+            self.key_size,
+            hidden_size=hidden_size,
+            max_source_len=max_source_len,
+            **factory,
+        )
+
+    @property
+    def score_name(self) -> str:
+        """The score's name (``"general"``, ...)."""
+        return self.scorer.name
 
     def score(self) -> Score:
         """The score function with this module's parameters."""
-        if self.score_name == "general":
-            return General(self.weight)
-        if self.score_name == "concat":
-            return Additive(
-                self.v, self.query_proj.weight, self.key_proj.weight, self.key_proj.bias
-            )
-        if self.score_name == "location":
-            return Location(self.location.weight, self.location.bias)
-        return Dot()
+        return self.scorer.score()
 
     @property
-    def projected_keys(self) -> bool:
+    def projected_keys(self) -> bool:  # type: ignore[override]
         """Only ``concat`` projects keys; other prepared keys are the states themselves."""
-        return self.score_name == "concat"
+        return self.scorer.projected_keys
+
+    def __getattr__(self, name: str) -> Tensor | nn.Module:
+        # The score's parameters and layers read as the module's own (attn.weight,
+        # attn.query_proj, ...), as they did when LuongAttention held them itself.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            scorer = self._modules.get("scorer")
+            if scorer is None or name.startswith("_"):
+                raise
+            if name in scorer._parameters or name in scorer._modules:
+                return getattr(scorer, name)
+            raise
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Checkpoints written before the score became a submodule hold "weight", not
+        # "scorer.weight": map them so they still load.
+        for key in self.scorer.state_dict():
+            old, new = prefix + key, f"{prefix}scorer.{key}"
+            if old in state_dict and new not in state_dict:
+                state_dict[new] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         """Constructor arguments shown by ``repr``."""
-        extra = {
-            "concat": f", hidden_size={self.hidden_size}",
-            "location": f", max_source_len={self.max_source_len}",
-        }.get(self.score_name, "")
         return (
             f"query_size={self.query_size}, key_size={self.key_size}, "
-            f"score={self.score_name!r}{extra}"
+            f"score={self.score_name!r}{self.scorer.options_repr()}"
         )

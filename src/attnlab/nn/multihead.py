@@ -24,18 +24,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnlab.functional import attention
+from attnlab.functional import AttentionOutput, attention
 from attnlab.functional.attention import Backend
 from attnlab.masks.patterns import SparsePattern
 from attnlab.nn._checks import (
     as_positive,
     check_backend,
     check_heads,
-    check_input,
-    check_tensor,
     factory_kwargs,
     probability,
 )
+from attnlab.nn._common import check_batch_first, heads_mask
 
 __all__ = ["KVCache", "MultiHeadAttention"]
 
@@ -173,7 +172,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
         average_weights: bool = False,
         cache: KVCache | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> AttentionOutput:
         """Attend from ``query`` over ``key``/``value`` (self-attention when omitted).
 
         Args:
@@ -191,7 +190,8 @@ class MultiHeadAttention(nn.Module):
             cache: a :class:`KVCache` extended in place (incremental decoding).
 
         Returns:
-            ``(output (B, Lq, E), weights or None)``.
+            :class:`~attnlab.functional.AttentionOutput` ``(output (B, Lq, E), weights or
+            None)``, with ``.engine`` the core's engine.
         """
         key = query if key is None else key
         value = key if value is None else value
@@ -212,11 +212,11 @@ class MultiHeadAttention(nn.Module):
                 cache.key, cache.value = k, v
         if self.kv_heads != self.num_heads:
             k, v = _repeat_heads(k, self.num_heads), _repeat_heads(v, self.num_heads)
-        out, weights = attention(
+        out, weights = res = attention(
             q,
             k,
             v,
-            mask=_heads_mask(mask),
+            mask=heads_mask(mask, (b, self.num_heads, lq, k.shape[-2])),
             bias=bias,
             causal="lower_right" if causal else False,
             dropout_p=self.dropout if self.training else 0.0,
@@ -227,7 +227,7 @@ class MultiHeadAttention(nn.Module):
         out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.embed_dim))
         if weights is not None and average_weights:
             weights = weights.mean(dim=1)
-        return out, weights
+        return AttentionOutput(out, weights, res.engine)
 
     def _project_keys(self, key: Tensor, value: Tensor, offset: int) -> tuple[Tensor, Tensor]:
         b, lk, _ = key.shape
@@ -238,22 +238,7 @@ class MultiHeadAttention(nn.Module):
         return k, v
 
     def _check(self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None) -> None:
-        dtype = self.q_proj.weight.dtype
-        for name, t, size in (
-            ("query", query, self.embed_dim),
-            ("key", key, self.kdim),
-            ("value", value, self.vdim),
-        ):
-            check_input(self, name, t, dtype)
-            if t.dim() != 3 or t.shape[-1] != size:
-                raise ValueError(
-                    f"{name} must be batch-first (B, L, {size}); got shape {tuple(t.shape)}"
-                )
-        if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
-            raise ValueError(
-                f"query, key and value must share B (and key/value L); got "
-                f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
-            )
+        check_batch_first(self, query, key, value, (self.embed_dim, self.kdim, self.vdim))
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
         if cache is not None and cache.key is not None and cache.key.shape[0] != query.shape[0]:
@@ -350,23 +335,3 @@ def _repeat_heads(t: Tensor, heads: int) -> Tensor:
     """``(B, G, L, D)`` -> ``(B, heads, L, D)``, each group repeated for its query heads."""
     b, g, length, d = t.shape
     return t.unsqueeze(2).expand(b, g, heads // g, length, d).reshape(b, heads, length, d)
-
-
-def _heads_mask(mask: Tensor | None) -> Tensor | None:
-    """A module mask (key ``(B, Lk)``, ``(B, Lq, Lk)`` or 4-D) in the core's 4-D layout."""
-    if mask is None:
-        return None
-    if check_tensor("mask", mask).dtype != torch.bool:
-        raise TypeError(
-            f"mask must be boolean with True = may attend; got {mask.dtype}. Convert torch's "
-            "masks with attnlab.masks.from_key_padding_mask / from_torch_attn_mask"
-        )
-    if mask.dim() == 2:
-        return mask[:, None, None, :]
-    if mask.dim() == 3:
-        return mask.unsqueeze(1)
-    if mask.dim() == 4:
-        return mask
-    raise ValueError(
-        f"mask must be (B, Lk), (B, Lq, Lk) or (B, H, Lq, Lk); got {tuple(mask.shape)}"
-    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attnlab.functional import Zero
+from attnlab.functional import AttentionOutput, Zero
 from attnlab.nn._checks import as_positive, factory_kwargs, optional_size
-from attnlab.nn._common import attend, check_features
+from attnlab.nn._common import attend_core, check_sequence
 
 
 class AttentionPooling(nn.Module):
@@ -71,15 +71,15 @@ class AttentionPooling(nn.Module):
 
     def forward(
         self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> AttentionOutput:
         """Pool ``inputs``; returns ``(context, weights | None)``."""
-        check_features(self, "inputs", inputs, self.input_size, (3,), self.proj.weight.dtype)
+        check_sequence(self, "inputs", inputs, ("B", "L", "D"), self.input_size)
         # The scores depend on each position alone: they enter the core as a bias
         # with no content term, so masking and empty rows follow the core's rules.
         bias = self.logits(inputs).unsqueeze(1)
         query = inputs.new_zeros(inputs.shape[0], 1)
         keys = inputs.new_zeros(inputs.shape[0], inputs.shape[1], 1)
-        return attend(
+        return attend_core(
             query,
             keys,
             inputs,

@@ -42,14 +42,15 @@ from torch.autograd.function import once_differentiable
 from attnlab.nn._checks import (
     as_positive,
     check_heads,
-    check_input,
     check_tensor,
     factory_kwargs,
     positive_float,
     probability,
 )
+from attnlab.nn._common import check_sequence
+from attnlab.nn.feedforward import Activation, FeedForward
 from attnlab.nn.multihead import MultiHeadAttention
-from attnlab.nn.transformer import Activation, FeedForward
+from attnlab.nn.protocol import AttentionFactory, build_attention, call_attention
 
 __all__ = ["ReversibleBlock", "ReversibleSequence", "ReversibleTransformerEncoder"]
 
@@ -282,18 +283,26 @@ class ReversibleSequence(nn.Module):
 
 
 class _AttentionSublayer(nn.Module):
-    """``F``: pre-norm self-attention, ``dropout(MHA(LN(x)))``."""
+    """``F``: pre-norm self-attention, ``dropout(Attn(LN(x)))``."""
 
     def __init__(
-        self, d_model: int, num_heads: int, dropout: float, eps: float, **factory: Any
+        self,
+        d_model: int,
+        num_heads: int,
+        dropout: float,
+        eps: float,
+        attn_layer: AttentionFactory,
+        **factory: Any,
     ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model, eps=eps, **factory)
-        self.attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, **factory)
+        self.attn = build_attention(
+            attn_layer, d_model, num_heads, dropout=dropout, bias=True, **factory
+        )
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.dropout(self.attn(self.norm(x), mask=mask)[0])
+        return self.dropout(call_attention(self.attn, self.norm(x), mask=mask)[0])
 
 
 class _FeedForwardSublayer(nn.Module):
@@ -343,6 +352,9 @@ class ReversibleTransformerEncoder(nn.Module):
         layer_norm_eps: epsilon of every LayerNorm.
         reversible: train with the memory-saving reversible backward (default) or
             ordinary autograd; an attribute, so it can be switched on a built model.
+        attn_layer: builds each layer's self-attention, ``attn_layer(d_model,
+            num_heads, *, dropout, bias, device, dtype)`` (see :mod:`attnlab.nn.protocol`);
+            default :class:`~attnlab.nn.multihead.MultiHeadAttention`.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -370,6 +382,7 @@ class ReversibleTransformerEncoder(nn.Module):
         activation: Activation = "gelu",
         layer_norm_eps: float = 1e-5,
         reversible: bool = True,
+        attn_layer: AttentionFactory = MultiHeadAttention,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -382,7 +395,9 @@ class ReversibleTransformerEncoder(nn.Module):
         self.d_model, self.reversible = d_model, reversible
         self.layers = ReversibleSequence(
             ReversibleBlock(
-                _AttentionSublayer(d_model, num_heads, dropout, layer_norm_eps, **factory),
+                _AttentionSublayer(
+                    d_model, num_heads, dropout, layer_norm_eps, attn_layer, **factory
+                ),
                 _FeedForwardSublayer(
                     d_model, dim_feedforward, dropout, activation, layer_norm_eps, **factory
                 ),
@@ -408,11 +423,7 @@ class ReversibleTransformerEncoder(nn.Module):
         Returns:
             ``(B, L, E)``, the averaged streams after the final LayerNorm.
         """
-        check_input(self, "x", x, self.norm.weight.dtype)
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must be batch-first (B, L, {self.d_model}); got shape {tuple(x.shape)}"
-            )
+        check_sequence(self, "x", x, ("B", "L", "E"), self.d_model, prefix="batch-first ")
         y1, y2 = self.layers(x, x, mask, reversible=self.reversible)
         return self.norm((y1 + y2) / 2)
 

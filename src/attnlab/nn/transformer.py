@@ -7,17 +7,23 @@ LayerNorm. Positions are not added here: embeddings go through the model, rotary
 encodings through :class:`~attnlab.nn.multihead.MultiHeadAttention` (``rotary=``),
 and additive position biases (ALiBi, relative) through ``bias=``, computed once per
 stack and shared by its layers.
+
+The attention each layer runs is injected: ``attn_layer=`` (and the decoder's
+``cross_attn_layer=``) is a factory called as described in :mod:`attnlab.nn.protocol`,
+:class:`~attnlab.nn.multihead.MultiHeadAttention` by default. A sparsity pattern,
+linear attention or any attention module so reaches every stack::
+
+    TransformerEncoder(6, 512, 8, 2048,
+                       attn_layer=partial(MultiHeadAttention, pattern=sliding_window_pattern(64)))
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from attnlab.nn._checks import (
     as_positive,
@@ -27,9 +33,12 @@ from attnlab.nn._checks import (
     positive_float,
     probability,
 )
+from attnlab.nn.feedforward import Activation, FeedForward
 from attnlab.nn.multihead import KVCache, MultiHeadAttention
+from attnlab.nn.protocol import AttentionFactory, build_attention, call_attention
 
 __all__ = [
+    "Activation",
     "EncoderOutput",
     "FeedForward",
     "TransformerDecoder",
@@ -37,50 +46,6 @@ __all__ = [
     "TransformerEncoder",
     "TransformerEncoderLayer",
 ]
-
-Activation = Literal["relu", "gelu", "gelu_tanh"]
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-}
-
-
-class FeedForward(nn.Module):
-    """Position-wise feed-forward ``W_2 act(W_1 x + b_1) + b_2`` (dropout inside).
-
-    Example:
-        >>> FeedForward(8, 32)(torch.randn(2, 3, 8)).shape
-        torch.Size([2, 3, 8])
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        ff_dim: int,
-        *,
-        activation: Activation = "relu",
-        dropout: float = 0.0,
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
-            )
-        factory = factory_kwargs(device, dtype)
-        d_model, ff_dim = as_positive("d_model", d_model), as_positive("ff_dim", ff_dim)
-        self.activation = activation
-        self.linear1 = nn.Linear(d_model, ff_dim, bias=bias, **factory)
-        self.linear2 = nn.Linear(ff_dim, d_model, bias=bias, **factory)
-        self.dropout = nn.Dropout(probability("dropout", dropout))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(..., d_model) -> (..., d_model)``."""
-        check_input(self, "x", x, self.linear1.weight.dtype)
-        return self.linear2(self.dropout(_ACTIVATIONS[self.activation](self.linear1(x))))
 
 
 class _Block(nn.Module):
@@ -115,7 +80,11 @@ class TransformerEncoderLayer(_Block):
         norm_first: pre-norm instead of post-norm.
         layer_norm_eps: LayerNorm epsilon.
         bias: biases in projections, feed-forward and LayerNorm.
-        rotary: rotary position encoding for the attention, or None.
+        rotary: rotary position encoding for the attention (passed to ``attn_layer``
+            as ``rotary=``), or None.
+        attn_layer: builds the self-attention, ``attn_layer(d_model, num_heads, *,
+            dropout, bias, device, dtype)`` (see :mod:`attnlab.nn.protocol`);
+            default :class:`~attnlab.nn.multihead.MultiHeadAttention`.
 
     Shapes:
         x ``(B, L, d_model)``; mask ``(B, L)`` key mask or ``(B, L, L)``, True = may
@@ -142,6 +111,7 @@ class TransformerEncoderLayer(_Block):
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
         rotary: nn.Module | None = None,
+        attn_layer: AttentionFactory = MultiHeadAttention,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -155,13 +125,10 @@ class TransformerEncoderLayer(_Block):
             for name, p in (("attention_dropout", attention_dropout), ("ff_dropout", ff_dropout))
         )
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(
-            d_model,
-            num_heads,
-            bias=bias,
-            dropout=attention_dropout,
-            rotary=rotary,
-            **factory,
+        # What the decoder's cross-attention is built with too.
+        self._attention_options = {"dropout": attention_dropout, "bias": bias, **factory}
+        self.self_attn = build_attention(
+            attn_layer, d_model, num_heads, rotary=rotary, **self._attention_options
         )
         self.ff = FeedForward(
             d_model,
@@ -190,7 +157,8 @@ class TransformerEncoderLayer(_Block):
         x, weights = self._residual(
             x,
             self.norm_attn,
-            lambda h: self.self_attn(
+            lambda h: call_attention(
+                self.self_attn,
                 h,
                 mask=mask,
                 bias=bias,
@@ -205,6 +173,10 @@ class TransformerEncoderLayer(_Block):
 class TransformerDecoderLayer(TransformerEncoderLayer):
     """Masked self-attention, cross-attention over the memory, feed-forward.
 
+    Takes the arguments of :class:`TransformerEncoderLayer` (``attn_layer`` builds the
+    masked self-attention) and ``cross_attn_layer``, the factory of the
+    cross-attention (default :class:`~attnlab.nn.multihead.MultiHeadAttention`).
+
     Shapes:
         x ``(B, T, d_model)``, memory ``(B, S, d_model)``, memory_mask ``(B, S)``,
         True = real -> ``(B, T, d_model)``; cross-attention weights ``(B, H, T, S)``.
@@ -216,23 +188,24 @@ class TransformerDecoderLayer(TransformerEncoderLayer):
         torch.Size([2, 2, 4, 6])
     """
 
-    def __init__(self, d_model: int, num_heads: int, ff_dim: int, **kwargs) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        ff_dim: int,
+        *,
+        cross_attn_layer: AttentionFactory = MultiHeadAttention,
+        **kwargs,
+    ) -> None:
         super().__init__(d_model, num_heads, ff_dim, **kwargs)
-        attn = self.self_attn
-        self.cross_attn = MultiHeadAttention(
-            d_model,
-            num_heads,
-            bias=attn.q_proj.bias is not None,
-            dropout=attn.dropout,
-            device=attn.q_proj.weight.device,
-            dtype=attn.q_proj.weight.dtype,
-        )
+        options = self._attention_options
+        self.cross_attn = build_attention(cross_attn_layer, d_model, num_heads, **options)
         self.norm_cross = nn.LayerNorm(
             d_model,
             eps=self.norm_attn.eps,
             bias=self.norm_attn.bias is not None,
-            device=attn.q_proj.weight.device,
-            dtype=attn.q_proj.weight.dtype,
+            device=self.norm_attn.weight.device,
+            dtype=self.norm_attn.weight.dtype,
         )
 
     def forward(  # type: ignore[override]
@@ -252,13 +225,18 @@ class TransformerDecoderLayer(TransformerEncoderLayer):
         x, _ = self._residual(
             x,
             self.norm_attn,
-            lambda h: self.self_attn(h, bias=bias, causal=True, cache=self_cache),
+            lambda h: call_attention(self.self_attn, h, bias=bias, causal=True, cache=self_cache),
         )
         x, weights = self._residual(
             x,
             self.norm_cross,
-            lambda h: self.cross_attn(
-                h, memory, mask=memory_mask, need_weights=need_weights, cache=cross_cache
+            lambda h: call_attention(
+                self.cross_attn,
+                h,
+                memory,
+                mask=memory_mask,
+                need_weights=need_weights,
+                cache=cross_cache,
             ),
         )
         return self._feed_forward(x), weights
@@ -341,7 +319,8 @@ class TransformerEncoder(_Stack):
         num_heads: heads.
         ff_dim: feed-forward size.
         final_norm: LayerNorm after the last layer (default: ``norm_first``).
-        **layer_kwargs: passed to every :class:`TransformerEncoderLayer`.
+        **layer_kwargs: passed to every :class:`TransformerEncoderLayer`, among them
+            ``attn_layer=``, the attention every layer builds and runs.
 
     Example:
         >>> enc = TransformerEncoder(2, 8, 2, 16, norm_first=True)
