@@ -19,6 +19,7 @@ import attnlab.nn
 from attnlab.cli._run import parse_config
 from attnlab.cli.main import main
 from attnlab.experiments import EXPERIMENTS, ExperimentSpec, ModelResult, command_line
+from attnlab.registry import REGISTRIES
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,23 @@ def test_list_shows_experiments_and_mechanisms(monkeypatch, capsys):
     )
     assert "More text" not in out
     assert any(line.split()[:2] == ["bigbird", "BigBird"] for line in out.splitlines())
+
+
+@pytest.mark.parametrize("key", sorted(REGISTRIES))
+def test_list_shows_every_registry_with_its_entries(key, capsys):
+    registry = REGISTRIES[key]
+    rows = registry.rows()
+    if rows is None:
+        pytest.skip(f"{registry.table} is not defined yet")
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines.count(registry.heading) == 1
+    start = lines.index(registry.heading) + 1
+    section = lines[start : start + max(len(rows), 1)]
+    if not rows:
+        assert section == ["  (none)"]
+    for (name, text), line in zip(rows, section):
+        assert line.split(maxsplit=1) == ([name, text] if text else [name]), line
 
 
 def test_list_without_mechanisms_registry(monkeypatch, capsys):

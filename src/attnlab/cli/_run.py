@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
 from typing import Any
 
-import attnlab.masks
-import attnlab.nn
 from attnlab.cli._parser import OneLineParser
-from attnlab.experiments import ExperimentSpec, available, config_fields, get_experiment
+from attnlab.experiments import ExperimentSpec, config_fields, get_experiment
 from attnlab.experiments import run_experiment as _run_experiment
+from attnlab.registry import REGISTRIES
 from attnlab.train.checkpoint import CheckpointDamagedError
 
 __all__ = ["experiment_parser", "parse_config", "run_command", "list_command"]
@@ -141,11 +139,6 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_line(obj: object) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
-
-
 def _section(title: str, rows: list[tuple[str, str]]) -> list[str]:
     width = max((len(name) for name, _ in rows), default=0)
     lines = [title]
@@ -154,19 +147,14 @@ def _section(title: str, rows: list[tuple[str, str]]) -> list[str]:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    """Handle ``attnlab list``: every experiment, then every mechanism of ``attnlab.nn``."""
-    experiments = [(name, spec.description) for name, spec in available().items()]
-    lines = _section("Experiments (attnlab run NAME; add -h for its flags):", experiments)
-    mechanisms = getattr(attnlab.nn, "MECHANISMS", None)
-    if mechanisms:
-        rows = [(name, _first_line(cls)) for name, cls in sorted(mechanisms.items())]
-        lines += [""] + _section("Mechanisms (attnlab.nn):", rows)
-    graph = getattr(attnlab.nn, "GRAPH_MECHANISMS", None)
-    if graph:
-        rows = [(name, _first_line(cls)) for name, cls in sorted(graph.items())]
-        lines += [""] + _section("Graph mechanisms (attnlab.nn; x (N, F), edge_index):", rows)
-    rows = [(name, _first_line(cls)) for name, cls in sorted(attnlab.masks.PATTERNS.items())]
-    title = "Sparsity patterns (attnlab.masks; pattern= of attention and MultiHeadAttention):"
-    lines += [""] + _section(title, rows)
-    print("\n".join(lines))
+    """Handle ``attnlab list``: every table of :data:`attnlab.registry.REGISTRIES`.
+
+    A table its module does not define is left out; an empty one shows ``(none)``.
+    """
+    sections = []
+    for registry in REGISTRIES.values():
+        rows = registry.rows()
+        if rows is not None:
+            sections.append("\n".join(_section(registry.heading, rows)))
+    print("\n\n".join(sections))
     return 0
