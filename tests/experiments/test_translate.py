@@ -8,7 +8,7 @@ import torch
 import attnlab.experiments.translate as translate
 from attnlab.data import ParallelCorpus
 from attnlab.experiments import RunDir, _translate_eval, run_experiment
-from attnlab.models import ATTENTIONS
+from attnlab.models import SEQ2SEQ_ATTENTIONS
 
 LEXICON = {
     "ein": "a",
@@ -93,7 +93,7 @@ def test_bad_config_says_what_is_valid():
         translate.TranslateConfig(attention="luong-cosine")
     with pytest.raises(ValueError, match="must differ"):
         translate.TranslateConfig(src="en", tgt="en")
-    assert set(translate.TranslateConfig().variants) == set(ATTENTIONS)
+    assert set(translate.TranslateConfig().variants) == set(SEQ2SEQ_ATTENTIONS)
 
 
 def test_explained_stack_is_the_transformer_encoder():

@@ -19,6 +19,7 @@ import torch
 
 from attnlab.data.synthetic import AlignedBatch, copy_task
 from attnlab.models.seq2seq import Seq2Seq
+from attnlab.models.seq2seq_attentions import SEQ2SEQ_ATTENTIONS, Seq2SeqOptions
 
 COPY = {"symbols": 12, "min_len": 4, "max_len": 8}
 ALIGNED = 0.95
@@ -65,15 +66,14 @@ def trained_copy_model(attention: str) -> CopyModel:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     vocab = COPY["symbols"] + 3
+    options = Seq2SeqOptions(half_width=2, max_source_len=COPY["max_len"])
     model = Seq2Seq(
         vocab,
         vocab,
-        attention=attention,
+        **SEQ2SEQ_ATTENTIONS[attention](32, options).as_kwargs(),
         embedding_dim=16,
         hidden_size=32,
         dropout=0.0,
-        half_width=2,
-        max_source_len=COPY["max_len"],
     )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     validation = copy_batch(256, seed=999)

@@ -6,11 +6,14 @@ import torch
 from attnlab.data.pretrained import BertConfig
 from attnlab.models import (
     GAT,
+    POOLINGS,
+    SEQ2SEQ_ATTENTIONS,
     BertEncoder,
     FlatClassifier,
     HANClassifier,
     PooledClassifier,
     Seq2Seq,
+    Seq2SeqOptions,
     TextClassifier,
     TransformerLM,
     TransformerSeq2Seq,
@@ -25,7 +28,8 @@ TGT = torch.tensor([[1, 8], [1, 9]])
 
 
 def _seq2seq(**kw):
-    return Seq2Seq(SRC_V, TGT_V, embedding_dim=4, hidden_size=6, **kw)
+    variant = SEQ2SEQ_ATTENTIONS["luong-general"](6).as_kwargs()
+    return Seq2Seq(SRC_V, TGT_V, **{"embedding_dim": 4, "hidden_size": 6, **variant, **kw})
 
 
 def _transformer(**kw):
@@ -49,11 +53,18 @@ def _raises(build, error, words):
 
 
 CONSTRUCTORS = [
-    (lambda: Seq2Seq(0, TGT_V), ValueError, "src_vocab must be >= 1; got 0"),
+    (lambda: Seq2Seq(0, TGT_V, attention=None), ValueError, "src_vocab must be >= 1; got 0"),
     (lambda: _seq2seq(layers=1.0), TypeError, "layers must be an int"),
     (lambda: _seq2seq(dropout=1.5), ValueError, r"dropout must be in \[0, 1\)"),
     (lambda: _seq2seq(pad_id=TGT_V), ValueError, "pad_id 13 is outside the vocabulary of 11"),
-    (lambda: _seq2seq(hard_temperature=0.0), ValueError, "hard_temperature must be > 0"),
+    (lambda: Seq2SeqOptions(hard_temperature=0.0), ValueError, "hard_temperature must be > 0"),
+    (lambda: Seq2SeqOptions(max_source_len=0), ValueError, "max_source_len must be >= 1"),
+    (lambda: _seq2seq(attention="bahdanau"), TypeError, "attention must be an attention module"),
+    (lambda: _seq2seq(attention=None, input_feeding=True), ValueError, "with attention=None"),
+    (lambda: _seq2seq(attend_before=True, input_feeding=True), ValueError, "choose one"),
+    (lambda: _seq2seq(hidden_size=8), ValueError, "query_size is 6 but hidden_size is 8"),
+    (lambda: _seq2seq(baseline=0.9), TypeError, "baseline must be an nn.Module"),
+    (lambda: SEQ2SEQ_ATTENTIONS["bahdanau"](6, dtype=torch.int64), TypeError, "dtype must be"),
     (lambda: _seq2seq(dtype=torch.int64), TypeError, "dtype must be a floating torch.dtype"),
     (lambda: _seq2seq(device="bogus"), ValueError, "is not a device; pass a torch.device"),
     (lambda: _transformer(d_model=10, num_heads=4), ValueError, "d_model 10 does not divide"),
@@ -62,9 +73,16 @@ CONSTRUCTORS = [
     (lambda: _lm(layers=0), ValueError, "layers must be >= 1; got 0"),
     (lambda: _lm(num_heads=2.0), TypeError, "num_heads must be an int"),
     (lambda: _lm(pad_id=-1), ValueError, "pad_id must be >= 0"),
+    (lambda: _lm(positions="rope"), ValueError, "unknown positions 'rope'; known: alibi"),
+    (lambda: _lm(positions=3), TypeError, "positions must be a name of POSITIONS"),
+    (lambda: _transformer(positions="relative"), ValueError, "sinusoidal, learned or rotary"),
+    (lambda: _lm(attn_layer="mha"), TypeError, "attn_layer must be a class or factory"),
     (lambda: TransformerLM(0), ValueError, "vocab must be >= 1"),
     (lambda: TextClassifier(10, word_dropout=1.5), ValueError, r"word_dropout must be in \[0, 1\]"),
     (lambda: TextClassifier(10, num_classes=0), ValueError, "num_classes must be >= 1"),
+    (lambda: TextClassifier(10, pooling="luong"), TypeError, "pooling must be a pooling class"),
+    (lambda: POOLINGS["additive"](0), ValueError, "width must be >= 1"),
+    (lambda: POOLINGS["luong"](4, hidden_size=0), ValueError, "hidden_size must be >= 1"),
     (lambda: HANClassifier(10, embedding_dim=0), ValueError, "embedding_dim must be >= 1"),
     (lambda: FlatClassifier(10, dropout="0.5"), TypeError, "dropout must be a number"),
     (lambda: GAT(5, 3, kind="gcn"), ValueError, "kind must be one of gat, gat-uniform, gatv2"),

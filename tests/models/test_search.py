@@ -6,6 +6,7 @@ import torch
 from attnlab.data.synthetic import BOS, EOS
 from attnlab.models.search import Hypothesis, beam_search, greedy_search
 from attnlab.models.seq2seq import Seq2Seq
+from attnlab.models.seq2seq_attentions import SEQ2SEQ_ATTENTIONS, Seq2SeqOptions
 
 from ._copy import held_out_copy_batch, trained_copy_model
 
@@ -16,17 +17,15 @@ LENGTHS = torch.tensor([S, 2, 4])
 
 def _model(attention="luong-general", input_feeding=False, rnn="gru", seed=0):
     torch.manual_seed(seed)
+    options = Seq2SeqOptions(half_width=1, max_source_len=S, input_feeding=input_feeding)
     return Seq2Seq(
         SRC_V,
         TGT_V,
-        attention=attention,
+        **SEQ2SEQ_ATTENTIONS[attention](HID, options).as_kwargs(),
         rnn=rnn,
         embedding_dim=EMB,
         hidden_size=HID,
         dropout=0.1,
-        input_feeding=input_feeding,
-        half_width=1,
-        max_source_len=S,
     )
 
 

@@ -3,25 +3,29 @@
 import pytest
 import torch
 
-from attnlab.models.seq2seq import ATTENTIONS, Memory, Seq2Seq, build_attention
+from attnlab._validate import lookup
+from attnlab.models.seq2seq import Memory, Seq2Seq
+from attnlab.models.seq2seq_attentions import SEQ2SEQ_ATTENTIONS, Seq2SeqOptions
 
 from ._copy import COPY, STEP_CAP, alignment_and_accuracy, held_out_copy_batch, trained_copy_model
 
 SRC_V, TGT_V, EMB, HID, S, T, B = 11, 13, 5, 8, 6, 4, 3  # all distinct
+ATTENTIONS = tuple(SEQ2SEQ_ATTENTIONS)
 ATTENDING = tuple(a for a in ATTENTIONS if a != "none")
 
 
 def _model(attention, rnn="gru", input_feeding=False, seed=0, **kw):
     torch.manual_seed(seed)
-    kw = {"dropout": 0.0, "half_width": 2, "max_source_len": S, **kw}
+    options = Seq2SeqOptions(half_width=2, max_source_len=S, input_feeding=input_feeding)
+    variant = lookup(SEQ2SEQ_ATTENTIONS, attention, "attention")(HID, options)
+    kw = {"dropout": 0.0, **kw}
     return Seq2Seq(
         SRC_V,
         TGT_V,
-        attention=attention,
+        **variant.as_kwargs(),
         rnn=rnn,
         embedding_dim=EMB,
         hidden_size=HID,
-        input_feeding=input_feeding,
         **kw,
     )
 
@@ -156,23 +160,15 @@ def test_unknown_attention_lists_the_valid_names():
         _model("luong-cosine")
     for name in ATTENTIONS:
         assert name in str(info.value)
-    with pytest.raises(ValueError, match="choose one of none, bahdanau"):
-        build_attention(
-            "soft",
-            HID,
-            half_width=1,
-            max_source_len=S,
-            temperature=1.0,
-            hard_evaluation="argmax",
-            factory={},
-        )
+    with pytest.raises(ValueError, match="unknown attention 'soft'; known: bahdanau, hard-gumbel"):
+        lookup(SEQ2SEQ_ATTENTIONS, "soft", "attention")
 
 
 def test_constructor_errors():
     with pytest.raises(ValueError, match="hidden_size must be even.*got 7"):
-        Seq2Seq(SRC_V, TGT_V, embedding_dim=EMB, hidden_size=7)
+        Seq2Seq(SRC_V, TGT_V, attention=None, embedding_dim=EMB, hidden_size=7)
     with pytest.raises(ValueError, match="rnn must be 'gru' or 'lstm'"):
-        Seq2Seq(SRC_V, TGT_V, embedding_dim=EMB, hidden_size=HID, rnn="rnn")
+        Seq2Seq(SRC_V, TGT_V, attention=None, embedding_dim=EMB, hidden_size=HID, rnn="rnn")
 
 
 def test_zero_length_source_and_bad_shapes(batch):

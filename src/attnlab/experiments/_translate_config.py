@@ -14,7 +14,7 @@ from typing import Literal
 
 from attnlab.experiments import _checks as checks
 from attnlab.experiments._settings import Checked
-from attnlab.models.seq2seq import ATTENTIONS
+from attnlab.models.seq2seq_attentions import SEQ2SEQ_ATTENTIONS
 
 __all__ = [
     "MODELS",
@@ -28,6 +28,7 @@ __all__ = [
 
 Language = Literal["de", "en", "fr"]
 TRANSFORMER = "transformer"
+ATTENTIONS = tuple(SEQ2SEQ_ATTENTIONS)  # the RNN's variants, as --attention names them
 MODELS = (*ATTENTIONS, TRANSFORMER)
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from attnlab._validate import lookup
 from attnlab.data import SentimentCorpus, Vocab, load_sentiment, split_indices
 from attnlab.experiments import (
     EarlyStopping,
@@ -32,9 +34,10 @@ from attnlab.experiments import (
 )
 from attnlab.experiments import _checks as checks
 from attnlab.experiments._classify import draw_text_attention, fit_and_score
-from attnlab.models import TextClassifier
+from attnlab.models import POOLINGS, TextClassifier
 from attnlab.train import make_generator, seed_everything
 
+# The models' names -> their pooling's name in POOLINGS.
 MODELS = {
     "lstm": "last",
     "lstm-attention": "attention",
@@ -115,16 +118,16 @@ def prepare(cfg: SentimentConfig) -> Data:
 
 def build(cfg: SentimentConfig, model: str, data: Data) -> TextClassifier:
     """The classifier called ``model`` (a key of :data:`MODELS`)."""
+    pooling = lookup(POOLINGS, MODELS[model], "pooling")
     return TextClassifier(
         len(data.vocab),
         len(data.corpus.classes),
         embedding_dim=cfg.embedding_dim,
         hidden_size=cfg.hidden_size,
-        pooling=MODELS[model],
+        pooling=partial(pooling, hidden_size=cfg.attention_hidden),
         bidirectional=cfg.bidirectional,
         dropout=cfg.dropout,
         word_dropout=cfg.word_dropout,
-        attention_hidden=cfg.attention_hidden,
     )
 
 

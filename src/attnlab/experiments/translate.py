@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from attnlab._validate import lookup
 from attnlab.data.bleu import bleu_signature, corpus_bleu
 from attnlab.data.subword import SubwordTokenizer
 from attnlab.data.translation import ParallelCorpus, load_multi30k
@@ -49,6 +50,7 @@ from attnlab.experiments._translate_eval import (
 from attnlab.interpret.explain import AttentionTrace, trace_attention
 from attnlab.models.search import beam_search
 from attnlab.models.seq2seq import Seq2Seq
+from attnlab.models.seq2seq_attentions import SEQ2SEQ_ATTENTIONS, Seq2SeqOptions
 from attnlab.models.transformer import TransformerSeq2Seq
 from attnlab.train import load_checkpoint, seed_everything
 from attnlab.train.budget import fit_budget
@@ -118,19 +120,22 @@ def build_rnn(
     settings: RNNSettings, attention: str, data: Data, *, dropout: float, max_len: int
 ) -> Seq2Seq:
     """The RNN encoder-decoder with one attention variant, from the RNN's settings only."""
+    options = Seq2SeqOptions(
+        half_width=settings.half_width,
+        max_source_len=max_len,
+        hard_evaluation=settings.hard_evaluation,
+        input_feeding=settings.input_feeding,
+    )
+    variant = lookup(SEQ2SEQ_ATTENTIONS, attention, "attention")(settings.hidden_size, options)
     return Seq2Seq(
         data.src_tok.vocab_size,
         data.tgt_tok.vocab_size,
-        attention=attention,
+        **variant.as_kwargs(),
         rnn=settings.rnn,
         embedding_dim=settings.embedding_dim,
         hidden_size=settings.hidden_size,
         layers=settings.layers,
         dropout=dropout,
-        input_feeding=settings.input_feeding,
-        half_width=settings.half_width,
-        hard_evaluation=settings.hard_evaluation,
-        max_source_len=max_len,
         pad_id=data.src_tok.pad_id,
     )
 

@@ -1,5 +1,12 @@
-"""Complete networks assembled from :mod:`attnlab.nn`."""
+"""Complete networks assembled from :mod:`attnlab.nn`.
 
+Models take the modules they use (``Seq2Seq(attention=...)``,
+``TextClassifier(pooling=...)``, the Transformers' ``attn_layer=``); the names people
+type resolve through one table per kind: :data:`SEQ2SEQ_ATTENTIONS`,
+:data:`POOLINGS`, :data:`POSITIONS`.
+"""
+
+from attnlab.models._embeddings import PositionScheme
 from attnlab.models.bert import (
     BertEmbeddings,
     BertEncoder,
@@ -11,7 +18,8 @@ from attnlab.models.classifier import POOLINGS, TextClassifier
 from attnlab.models.gat import GAT, GAT_KINDS
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.models.search import Hypothesis, beam_search, greedy_search
-from attnlab.models.seq2seq import ATTENTIONS, Seq2Seq
+from attnlab.models.seq2seq import Seq2Seq
+from attnlab.models.seq2seq_attentions import SEQ2SEQ_ATTENTIONS, Seq2SeqOptions, Seq2SeqVariant
 from attnlab.models.transformer import POSITIONS, TransformerLM, TransformerSeq2Seq
 
 __all__ = [
@@ -22,13 +30,16 @@ __all__ = [
     "PooledClassifier",
     "convert_hf_bert",
     "hf_bert_key_map",
-    "ATTENTIONS",
     "POOLINGS",
     "POSITIONS",
+    "SEQ2SEQ_ATTENTIONS",
     "FlatClassifier",
     "HANClassifier",
     "Hypothesis",
+    "PositionScheme",
     "Seq2Seq",
+    "Seq2SeqOptions",
+    "Seq2SeqVariant",
     "TextClassifier",
     "TransformerLM",
     "TransformerSeq2Seq",

@@ -7,8 +7,9 @@ then post-norm encoder layers with GELU feed-forwards,
     h^{(0)} = \mathrm{LN}(E_{tok}[x] + E_{pos}[t] + E_{seg}[s]), \quad
     a = \mathrm{LN}(h + \mathrm{MHA}(h)), \quad h' = \mathrm{LN}(a + W_2\,\mathrm{gelu}(W_1 a))
 
-Attention goes through :class:`~attnlab.nn.MultiHeadAttention`, so the fast engines
-run by default and exact per-head weights come back on request.
+Attention goes through :class:`~attnlab.nn.MultiHeadAttention` by default (fast
+engines, exact per-head weights on request), or any attention given as ``attn_layer=``
+(a sparsity pattern, linear attention; see :mod:`attnlab.nn.protocol`).
 :meth:`BertEncoder.from_pretrained` reads a Hugging Face folder (``config.json`` +
 ``model.safetensors``, e.g. all-MiniLM-L6-v2 via
 :func:`~attnlab.data.pretrained.locate_pretrained`) and renames its tensors with
@@ -28,7 +29,9 @@ from torch import Tensor, nn
 
 from attnlab.data.pretrained import BertConfig, load_bert_config, locate_pretrained
 from attnlab.nn._checks import as_positive, check_ids, check_tensor, factory_kwargs, probability
+from attnlab.nn.multihead import MultiHeadAttention
 from attnlab.nn.pooling import AttentionPooling
+from attnlab.nn.protocol import AttentionFactory
 from attnlab.nn.transformer import EncoderOutput, TransformerEncoder
 
 __all__ = [
@@ -111,6 +114,8 @@ class BertEncoder(nn.Module):
 
     Args:
         config: sizes, activation, LayerNorm epsilon and dropouts.
+        attn_layer: builds every layer's self-attention (default
+            :class:`~attnlab.nn.MultiHeadAttention`; e.g. with a ``pattern=``).
         device: where to create the parameters.
         dtype: their dtype.
 
@@ -132,6 +137,7 @@ class BertEncoder(nn.Module):
         self,
         config: BertConfig,
         *,
+        attn_layer: AttentionFactory = MultiHeadAttention,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -150,6 +156,7 @@ class BertEncoder(nn.Module):
             activation=_ACTIVATION[config.hidden_act],
             norm_first=False,
             layer_norm_eps=config.layer_norm_eps,
+            attn_layer=attn_layer,
             device=device,
             dtype=dtype,
         )
@@ -210,6 +217,7 @@ class BertEncoder(nn.Module):
         data_dir: str | Path | None = None,
         dropout: float | None = None,
         attention_dropout: float | None = None,
+        attn_layer: AttentionFactory = MultiHeadAttention,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> BertEncoder:
@@ -221,6 +229,7 @@ class BertEncoder(nn.Module):
             data_dir: data directory searched for a named checkpoint.
             dropout: replaces the config's ``hidden_dropout_prob`` (for fine-tuning).
             attention_dropout: replaces its ``attention_probs_dropout_prob``.
+            attn_layer: the self-attention factory, with MultiHeadAttention's projections.
             device: where to put the model.
             dtype: its dtype (the checkpoint's tensors are cast).
 
@@ -245,7 +254,7 @@ class BertEncoder(nn.Module):
         weights = folder / "model.safetensors"
         if not weights.is_file():
             raise FileNotFoundError(f"no model.safetensors in {folder} (only safetensors load)")
-        model = cls(config, device=device, dtype=dtype)
+        model = cls(config, attn_layer=attn_layer, device=device, dtype=dtype)
         state = convert_hf_bert(load_file(str(weights)), config, source=str(weights))
         model.load_state_dict(state, strict=True)
         return model.eval()

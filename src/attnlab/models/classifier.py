@@ -1,15 +1,19 @@
-"""Text classifier: Embedding -> LSTM -> {last state | attention pooling | additive} -> Linear."""
+"""Text classifier: Embedding -> LSTM -> pooling (a module it is given) -> Linear.
+
+How the states become one vector is injected: ``pooling=`` is a
+:class:`~attnlab.nn.pooling.StatePooling` class or factory, called with the state width.
+:data:`POOLINGS` names them for the experiment configs and the command line.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnlab.masks import lengths_to_mask
-from attnlab.nn import AdditiveAttention, AttentionPooling, LuongAttention
 from attnlab.nn._checks import (
     as_positive,
     check_ids,
@@ -17,36 +21,53 @@ from attnlab.nn._checks import (
     factory_kwargs,
     probability,
 )
+from attnlab.nn.pooling import AdditivePooling, FeedForwardPooling, LastStatePooling, LuongPooling
 
-Pooling = Literal["last", "attention", "additive", "luong"]
-POOLINGS = ("last", "attention", "additive", "luong")
+__all__ = ["POOLINGS", "PoolingFactory", "TextClassifier"]
+
+# ``factory(width, *, hidden_size=64, device=None, dtype=None) -> StatePooling``.
+PoolingFactory = Callable[..., nn.Module]
+
+# The names people type (``--models`` of the sentiment experiment) -> the pooling.
+POOLINGS: dict[str, PoolingFactory] = {
+    "last": LastStatePooling,
+    "attention": FeedForwardPooling,
+    "additive": AdditivePooling,
+    "luong": LuongPooling,
+}
+
+# Checkpoints written when the classifier held the pooling's parts itself.
+_LEGACY_POOLING_KEYS = ("attention", "query", "combine")
 
 
 class TextClassifier(nn.Module):
-    """The reference sentiment model, with a choice of how the LSTM states are pooled.
+    """The reference sentiment model: an LSTM whose states a given pooling turns into one vector.
 
-    * ``"last"``: the LSTM's final state (Cho et al. 2014 style encoder summary);
-    * ``"attention"``: :class:`~attnlab.nn.AttentionPooling` (the tutorial's layer,
-      masked, optionally with a learned query);
-    * ``"additive"``: :class:`~attnlab.nn.AdditiveAttention` (Bahdanau) with a learned
-      query vector;
-    * ``"luong"``: :class:`~attnlab.nn.LuongAttention` (``general``) with the final
-      state as the query, combined as Luong's attentional state
-      ``tanh(W_c [c; h_T])``, so the context adds to the last state instead of
-      replacing it.
+    ``pooling`` is called as ``pooling(width, device=, dtype=)`` with the LSTM's state
+    width, after the LSTM is built (so a seed gives the same parameters whichever
+    pooling is chosen), e.g. one of :data:`POOLINGS`:
 
-    The defaults are the tutorial's sizes: Embedding(32) -> LSTM(100) -> Linear.
+    * :class:`~attnlab.nn.pooling.LastStatePooling` (``"last"``): the LSTM's final
+      state (Cho et al. 2014 style encoder summary);
+    * :class:`~attnlab.nn.pooling.FeedForwardPooling` (``"attention"``): the tutorial's
+      layer, masked (``query=True``: a learned query, HAN style);
+    * :class:`~attnlab.nn.pooling.AdditivePooling` (``"additive"``): Bahdanau's score
+      with a learned query vector;
+    * :class:`~attnlab.nn.pooling.LuongPooling` (``"luong"``): Luong's ``general``
+      score with the final state as the query, combined as ``tanh(W_c [c; h_T])``.
+
+    Options of a pooling go in a ``functools.partial`` (``partial(AdditivePooling,
+    hidden_size=32)``). The defaults are the tutorial's sizes: Embedding(32) ->
+    LSTM(100) -> Linear.
 
     Args:
         vocab_size: number of token ids (id 0 is padding).
         num_classes: output classes.
         embedding_dim: token embedding size.
         hidden_size: LSTM state size (per direction).
-        pooling: how the sequence of states becomes one vector.
+        pooling: class or factory of the pooling (default: the last state).
         bidirectional: run the LSTM both ways.
         dropout: dropout on embeddings and on the pooled vector.
-        attention_hidden: tanh layer size of the additive/query attention.
-        attention_query: for ``"attention"``: use a learned context vector (HAN style).
         word_dropout: in training, replace each token by ``<unk>`` (id 1) with this
             probability, so the model cannot lean on a few memorised words.
 
@@ -55,7 +76,7 @@ class TextClassifier(nn.Module):
         weights ``(B, L)`` from :meth:`forward_with_weights`.
 
     Example:
-        >>> model = TextClassifier(50, pooling="additive")
+        >>> model = TextClassifier(50, pooling=POOLINGS["additive"])
         >>> logits, w = model.forward_with_weights(torch.tensor([[3, 4, 0]]), torch.tensor([2]))
         >>> logits.shape, w.shape, w[0, 2].item()
         (torch.Size([1, 2]), torch.Size([1, 3]), 0.0)
@@ -68,26 +89,25 @@ class TextClassifier(nn.Module):
         *,
         embedding_dim: int = 32,
         hidden_size: int = 100,
-        pooling: Pooling = "last",
+        pooling: PoolingFactory = LastStatePooling,
         bidirectional: bool = False,
         dropout: float = 0.0,
-        attention_hidden: int = 64,
-        attention_query: bool = False,
         word_dropout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if not callable(pooling) or isinstance(pooling, nn.Module):
+            raise TypeError(
+                "pooling must be a pooling class or factory, built here with the LSTM's "
+                f"width (e.g. POOLINGS['additive']); got {type(pooling).__name__} {pooling!r}"
+            )
         factory = factory_kwargs(device, dtype)
         self.vocab_size = vocab_size = as_positive("vocab_size", vocab_size)
         num_classes = as_positive("num_classes", num_classes)
         embedding_dim = as_positive("embedding_dim", embedding_dim)
         hidden_size = as_positive("hidden_size", hidden_size)
-        attention_hidden = as_positive("attention_hidden", attention_hidden)
         dropout = probability("dropout", dropout)
-        self.pooling = pooling
         self.word_dropout = probability("word_dropout", word_dropout, allow_one=True)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0, **factory)
         self.encoder = nn.LSTM(
@@ -95,17 +115,9 @@ class TextClassifier(nn.Module):
         )
         width = hidden_size * (2 if bidirectional else 1)
         self.dropout = nn.Dropout(dropout)
-        self.attention: nn.Module | None = None
-        if pooling == "attention":
-            self.attention = AttentionPooling(
-                width, query=attention_query, hidden_size=attention_hidden, **factory
-            )
-        elif pooling == "additive":
-            self.attention = AdditiveAttention(width, width, attention_hidden, **factory)
-            self.query = nn.Parameter(torch.randn(width, **factory) * width**-0.5)
-        elif pooling == "luong":
-            self.attention = LuongAttention(width, score="general", **factory)
-            self.combine = nn.Linear(2 * width, width, **factory)
+        self.pooling = pooling(width, **factory)
+        if not isinstance(self.pooling, nn.Module):
+            raise TypeError(f"pooling must build an nn.Module, got {type(self.pooling).__name__}")
         self.classifier = nn.Linear(width, num_classes, **factory)
         self.reset_parameters()
 
@@ -163,19 +175,19 @@ class TextClassifier(nn.Module):
         """Logits and, for attention poolings, the weights over tokens."""
         mask = self._check(ids, lengths)
         states, last = self._encode(ids, lengths)
-        weights = None
-        if self.pooling == "last":
-            pooled = last
-        elif self.pooling == "attention":
-            pooled, weights = self.attention(states, mask=mask, need_weights=need_weights)
-        elif self.pooling == "additive":
-            query = self.query.expand(ids.shape[0], -1)
-            pooled, weights = self.attention(query, states, mask=mask, need_weights=need_weights)
-        else:
-            context, weights = self.attention(last, states, mask=mask, need_weights=need_weights)
-            pooled = torch.tanh(self.combine(torch.cat([context, last], dim=-1)))
+        pooled, weights = self.pooling(states, last, mask=mask, need_weights=need_weights)
         return self.classifier(self.dropout(pooled)), weights
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """Logits ``(B, num_classes)``."""
         return self.forward_with_weights(ids, lengths, need_weights=False)[0]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Checkpoints from before the pooling was a module hold "attention.*", "query"
+        # and "combine.*" at the top: they are the pooling's now.
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            if key[len(prefix) :].split(".", 1)[0] in _LEGACY_POOLING_KEYS:
+                new = f"{prefix}pooling.{key[len(prefix) :]}"
+                if new not in state_dict:
+                    state_dict[new] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

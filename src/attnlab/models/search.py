@@ -95,8 +95,9 @@ def beam_search(
         One :class:`Hypothesis` per source sentence, in order.
 
     Example:
-        >>> from attnlab.models.seq2seq import Seq2Seq
-        >>> model = Seq2Seq(9, 9, attention="luong-dot", embedding_dim=4, hidden_size=4)
+        >>> from attnlab.models import SEQ2SEQ_ATTENTIONS, Seq2Seq
+        >>> variant = SEQ2SEQ_ATTENTIONS["luong-dot"](4)
+        >>> model = Seq2Seq(9, 9, embedding_dim=4, hidden_size=4, **variant.as_kwargs())
         >>> hyps = beam_search(model, torch.tensor([[3, 4, 5]]), torch.tensor([3]),
         ...                    bos_id=1, eos_id=2, beam_size=2, max_len=4)
         >>> len(hyps), hyps[0].weights.shape[1]

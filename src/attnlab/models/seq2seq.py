@@ -1,19 +1,22 @@
-"""RNN encoder-decoder for translation with a pluggable attention (or none).
+"""RNN encoder-decoder for translation with an injected attention module (or none).
 
 * Encoder: embedding -> bidirectional GRU/LSTM (``hidden_size // 2`` per direction, so
   annotations ``h_j = [fwd_j; bwd_j]`` have the decoder's size and ``dot`` works); its
   summary ``[fwd_S; bwd_1]`` initialises the decoder (``tanh(W s)``, Bahdanau et al.).
-* ``attention="none"``: Cho et al. 2014; the summary is the context of every step, fed to
+* ``attention=None``: Cho et al. 2014; the summary is the context of every step, fed to
   the decoder's input and output: the baseline that shows what attention buys.
-* ``"bahdanau"``: Bahdanau et al. 2015; the previous state ``s_{i-1}`` attends with
-  ``v^T tanh(W s_{i-1} + U h_j)`` and the context enters the RNN input.
-* every other variant follows Luong et al. 2015: the current state ``h_t`` attends, and
+* ``attend_before=True``: Bahdanau et al. 2015; the previous state ``s_{i-1}`` attends
+  and the context enters the RNN input.
+* otherwise Luong et al. 2015: the current state ``h_t`` attends, and
   ``h~_t = tanh(W_c [c_t; h_t])`` predicts the word; with ``input_feeding`` ``h~_{t-1}``
   joins the next input. Without it the whole target runs as one RNN call and one
   attention call (all queries at once), which is much faster on a CPU.
 
-All variants share one output layer ``softmax(W_o dropout(h~_t))``. Decoding (greedy,
-beam) lives in :mod:`attnlab.models.search`.
+All variants share one output layer ``softmax(W_o dropout(h~_t))``. The attention is any
+module called like :class:`~attnlab.nn.SourceAttention`; the named variants of the
+papers (``"bahdanau"``, ``"luong-general"``, ``"hard-reinforce"``, ...) are built with
+their wiring by :data:`attnlab.models.SEQ2SEQ_ATTENTIONS`. Decoding (greedy, beam)
+lives in :mod:`attnlab.models.search`.
 """
 
 from __future__ import annotations
@@ -27,30 +30,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnlab.functional.hard import reinforce_loss
 from attnlab.models._translation import StepOutput, check_source, check_target, sequence_loss
-from attnlab.nn import AdditiveAttention, LuongAttention
 from attnlab.nn._checks import (
     as_positive,
     check_token_id,
     factory_kwargs,
-    positive_float,
     probability,
     real,
 )
-from attnlab.nn.hard import HardAttention, MovingAverageBaseline
-from attnlab.nn.local import LocalAttention
 
-ATTENTIONS = (
-    "none",
-    "bahdanau",
-    "luong-dot",
-    "luong-general",
-    "luong-concat",
-    "luong-location",
-    "local-m",
-    "local-p",
-    "hard-reinforce",
-    "hard-gumbel",
-)
 RNNKind = Literal["gru", "lstm"]
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -72,63 +59,38 @@ class Memory:
         return self.values, self.keys, self.mask, self.summary
 
 
-def build_attention(
-    name: str,
-    size: int,
-    *,
-    half_width: int,
-    max_source_len: int,
-    temperature: float,
-    hard_evaluation: Literal["argmax", "expectation"],
-    factory: dict,
-) -> nn.Module | None:
-    """The attention module of a variant in :data:`ATTENTIONS` (None for ``"none"``)."""
-    if name not in ATTENTIONS:
-        raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")
-    if name == "none":
-        return None
-    if name == "bahdanau":
-        return AdditiveAttention(size, size, size, **factory)
-    if name.startswith("luong-"):
-        score = name.removeprefix("luong-")
-        return LuongAttention(size, score=score, max_source_len=max_source_len, **factory)
-    if name.startswith("local-"):
-        mode = "monotonic" if name == "local-m" else "predictive"
-        return LocalAttention(size, half_width=half_width, mode=mode, **factory)
-    estimator = "reinforce" if name == "hard-reinforce" else "gumbel"
-    return HardAttention(
-        LuongAttention(size, score="general", **factory),
-        estimator=estimator,
-        temperature=temperature,
-        evaluation=hard_evaluation,
-    )
-
-
 class Seq2Seq(nn.Module):
-    """Encoder-decoder translation model; see the module docstring for the variants.
+    """Encoder-decoder translation model around the attention it is given.
 
     Args:
         src_vocab: source vocabulary size.
         tgt_vocab: target vocabulary size.
-        attention: one of :data:`ATTENTIONS`.
+        attention: the decoder's attention over the annotations, called as
+            ``attention(query, keys, values, mask=, steps=, need_weights=,
+            keys_prepared=True)`` (any :class:`~attnlab.nn.SourceAttention`), with
+            queries and keys of ``hidden_size``; its ``prepare_keys`` runs once per
+            source. None: no attention, the encoder summary is every step's context.
+        attend_before: Bahdanau's decoder: the previous state attends and the context
+            enters the RNN input (otherwise Luong's: the new state attends).
+        input_feeding: Luong's input feeding (attentional state into the next input).
+        baseline: REINFORCE baseline (:class:`~attnlab.nn.MovingAverageBaseline`) for an
+            attention that samples (returns ``log_prob``): the loss then adds the
+            REINFORCE term; None trains through the attention's own gradients.
         rnn: ``"gru"`` or ``"lstm"``.
         embedding_dim: token embedding size.
         hidden_size: decoder state size (even: the encoder gives half per direction).
         layers: RNN layers of encoder and decoder.
         dropout: on embeddings, between RNN layers and before the output layer.
-        input_feeding: Luong's input feeding (Luong-style variants only).
-        half_width: ``D`` of local attention.
-        max_source_len: source positions ``luong-location`` can score.
-        hard_temperature: Gumbel-softmax temperature (``hard-gumbel``).
-        hard_evaluation: ``"argmax"`` or ``"expectation"`` for hard attention at eval.
-        entropy_weight: entropy bonus of ``hard-reinforce``.
+        entropy_weight: entropy bonus of the REINFORCE term.
         pad_id: padding id of both vocabularies.
 
     Shapes:
         src ``(B, S)``, src_lengths ``(B,)``, tgt_in ``(B, T)`` -> logits ``(B, T, V)``.
 
     Example:
-        >>> model = Seq2Seq(11, 13, attention="luong-general", embedding_dim=8, hidden_size=6)
+        >>> from attnlab.nn import LuongAttention
+        >>> model = Seq2Seq(11, 13, attention=LuongAttention(6, score="general"),
+        ...                 embedding_dim=8, hidden_size=6)
         >>> out = model(torch.randint(1, 11, (2, 5)), torch.tensor([5, 3]),
         ...             torch.randint(1, 13, (2, 4)), need_weights=True)
         >>> out.logits.shape, out.weights.shape
@@ -140,17 +102,15 @@ class Seq2Seq(nn.Module):
         src_vocab: int,
         tgt_vocab: int,
         *,
-        attention: str = "luong-general",
+        attention: nn.Module | None,
+        attend_before: bool = False,
+        input_feeding: bool = False,
+        baseline: nn.Module | None = None,
         rnn: RNNKind = "gru",
         embedding_dim: int = 256,
         hidden_size: int = 512,
         layers: int = 1,
         dropout: float = 0.3,
-        input_feeding: bool = False,
-        half_width: int = 5,
-        max_source_len: int = 64,
-        hard_temperature: float = 1.0,
-        hard_evaluation: Literal["argmax", "expectation"] = "argmax",
         entropy_weight: float = 0.01,
         pad_id: int = 0,
         device: torch.device | str | None = None,
@@ -167,22 +127,12 @@ class Seq2Seq(nn.Module):
         if as_positive("hidden_size", hidden_size) % 2:
             raise ValueError(f"hidden_size must be even (half per direction); got {hidden_size}")
         dropout = probability("dropout", dropout)
-        hard_temperature = positive_float("hard_temperature", hard_temperature)
-        self.attention_name, self.rnn_kind, self.hidden_size = attention, rnn, hidden_size
+        _check_wiring(attention, attend_before, input_feeding, baseline, hidden_size)
+        self.rnn_kind, self.hidden_size = rnn, hidden_size
         self.pad_id = check_token_id("pad_id", pad_id, min(src_vocab, tgt_vocab))
         self.entropy_weight = real("entropy_weight", entropy_weight)
-        self.max_source_len = as_positive("max_source_len", max_source_len)
-        self.attend_before = attention == "bahdanau"
-        self.input_feeding = input_feeding and not self.attend_before and attention != "none"
-        self.attention = build_attention(
-            attention,
-            hidden_size,
-            half_width=half_width,
-            max_source_len=max_source_len,
-            temperature=hard_temperature,
-            hard_evaluation=hard_evaluation,
-            factory=factory,
-        )
+        self.attend_before, self.input_feeding = attend_before, input_feeding
+        self.attention = attention
         cell = nn.GRU if rnn == "gru" else nn.LSTM
         between = dropout if layers > 1 else 0.0
         self.src_embed = nn.Embedding(src_vocab, embedding_dim, padding_idx=pad_id, **factory)
@@ -196,9 +146,8 @@ class Seq2Seq(nn.Module):
             dropout=between,
             **factory,
         )
-        extra = (
-            hidden_size if (self.attend_before or self.input_feeding or attention == "none") else 0
-        )
+        # Bahdanau's context, Luong's fed attentional state or the summary joins the input.
+        extra = hidden_size if (attend_before or input_feeding or attention is None) else 0
         self.decoder = cell(
             embedding_dim + extra,
             hidden_size,
@@ -211,7 +160,7 @@ class Seq2Seq(nn.Module):
         self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False, **factory)
         self.output = nn.Linear(hidden_size, tgt_vocab, **factory)
         self.dropout = nn.Dropout(dropout)
-        self.baseline = MovingAverageBaseline() if attention == "hard-reinforce" else None
+        self.baseline = baseline
 
     # -- encoder ---------------------------------------------------------------------------
     def encode(self, src: Tensor, src_lengths: Tensor) -> Memory:
@@ -333,10 +282,11 @@ class Seq2Seq(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Training loss (mean per target token), summed NLL and the token count.
 
-        ``hard-reinforce`` adds the REINFORCE term with the per-token reward
-        ``log p(y_t)``: without input feeding a step's sample only affects that step's
-        word, so this reward is exact credit assignment; the baseline is its moving
-        average and the entropy bonus is ``entropy_weight``.
+        With a ``baseline`` (hard attention trained by REINFORCE) the loss adds the
+        REINFORCE term with the per-token reward ``log p(y_t)``: without input feeding a
+        step's sample only affects that step's word, so this reward is exact credit
+        assignment; the baseline is its moving average and the entropy bonus is
+        ``entropy_weight``.
         """
         check_target("tgt_out", tgt_out, self.tgt_vocab)
         out = self(src, src_lengths, tgt_in)
@@ -363,3 +313,37 @@ class Seq2Seq(nn.Module):
 
 def _cat(parts: list[Tensor | None]) -> Tensor | None:
     return None if parts[0] is None else torch.cat(parts, dim=1)
+
+
+def _check_wiring(
+    attention: object,
+    attend_before: bool,
+    input_feeding: bool,
+    baseline: object,
+    hidden_size: int,
+) -> None:
+    """One-line errors for an attention and decoder wiring that do not fit together."""
+    if attention is not None and not isinstance(attention, nn.Module):
+        raise TypeError(
+            f"attention must be an attention module or None, got {type(attention).__name__} "
+            f"{attention!r}; names resolve through SEQ2SEQ_ATTENTIONS"
+        )
+    if baseline is not None and not isinstance(baseline, nn.Module):
+        raise TypeError(f"baseline must be an nn.Module or None, got {type(baseline).__name__}")
+    if attention is None and (attend_before or input_feeding):
+        raise ValueError(
+            "attend_before and input_feeding wire an attention into the decoder; with "
+            "attention=None the encoder summary is every step's context"
+        )
+    if attend_before and input_feeding:
+        raise ValueError(
+            "input_feeding is Luong's decoder; with attend_before=True (Bahdanau's) the "
+            "context already enters the RNN input: choose one"
+        )
+    for side in ("query_size", "key_size"):
+        size = getattr(attention, side, None)
+        if isinstance(size, int) and size != hidden_size:
+            raise ValueError(
+                f"the attention's {side} is {size} but hidden_size is {hidden_size}; build "
+                "it for the decoder's state size (the annotations have it too)"
+            )

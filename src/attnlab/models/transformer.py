@@ -7,9 +7,12 @@
 * :class:`TransformerLM` (GPT-style, Radford et al. 2018): causal self-attention only,
   with cached generation.
 
-Positions are one of :data:`POSITIONS`: added embeddings (``sinusoidal``, ``learned``),
-rotary queries and keys (``rotary``), or additive biases (``alibi``, ``relative``;
-language model only) computed once per call and shared by every layer.
+Positions are a :class:`~attnlab.models._embeddings.PositionScheme`, or its name in
+:data:`POSITIONS` (resolved once): added embeddings (``sinusoidal``, ``learned``), rotary
+queries and keys (``rotary``), or additive biases (``alibi``, ``relative``; language
+model only) computed once per call and shared by every layer. The attention the layers
+run is injected (``attn_layer=``, ``cross_attn_layer=``; :mod:`attnlab.nn.protocol`):
+``TransformerLM(1000, attn_layer=partial(MultiHeadAttention, pattern=...))``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from attnlab.models._embeddings import POSITIONS, Positions, PositionScheme, TokenEmbedding
+from attnlab.models._embeddings import (
+    POSITIONS,
+    PositionName,
+    PositionScheme,
+    TokenEmbedding,
+    resolve_positions,
+)
 from attnlab.models._translation import StepOutput, check_source, check_target, sequence_loss
 from attnlab.nn._checks import (
     as_positive,
@@ -33,7 +42,8 @@ from attnlab.nn._checks import (
     positive_float,
     probability,
 )
-from attnlab.nn.multihead import KVCache
+from attnlab.nn.multihead import KVCache, MultiHeadAttention
+from attnlab.nn.protocol import AttentionFactory
 from attnlab.nn.transformer import TransformerDecoder, TransformerEncoder
 
 __all__ = ["POSITIONS", "TransformerLM", "TransformerSeq2Seq"]
@@ -77,10 +87,14 @@ class TransformerSeq2Seq(nn.Module):
         ff_dropout: dropout between the feed-forward's linears (on a CPU the random
             masks of these wide activations cost about a tenth of a training step).
         norm_first: pre-norm (stabler without warm-up) or the paper's post-norm.
-        positions: ``"sinusoidal"``, ``"learned"`` or ``"rotary"``.
+        positions: ``"sinusoidal"``, ``"learned"`` or ``"rotary"``, or such a
+            :class:`~attnlab.models._embeddings.PositionScheme` (no biases here).
         max_len: longest sequence the position embeddings cover.
         tie_output: share the target embedding with the output layer (Press & Wolf 2017).
         pad_id: padding id of both vocabularies.
+        attn_layer: builds the self-attention of every encoder and decoder layer (see
+            :mod:`attnlab.nn.protocol`); step-by-step decoding needs its KV cache.
+        cross_attn_layer: builds the decoder's attention over the source.
 
     Shapes:
         src ``(B, S)``, src_lengths ``(B,)``, tgt_in ``(B, T)`` -> logits ``(B, T, V)``,
@@ -108,18 +122,16 @@ class TransformerSeq2Seq(nn.Module):
         attention_dropout: float = 0.0,
         ff_dropout: float = 0.0,
         norm_first: bool = True,
-        positions: Literal["sinusoidal", "learned", "rotary"] = "sinusoidal",
+        positions: Literal["sinusoidal", "learned", "rotary"] | PositionScheme = "sinusoidal",
         max_len: int = 512,
         tie_output: bool = True,
         pad_id: int = 0,
+        attn_layer: AttentionFactory = MultiHeadAttention,
+        cross_attn_layer: AttentionFactory = MultiHeadAttention,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if positions not in ("sinusoidal", "learned", "rotary"):
-            raise ValueError(
-                f"positions must be sinusoidal, learned or rotary here; got {positions!r}"
-            )
         factory = factory_kwargs(device, dtype)
         self.src_vocab = src_vocab = as_positive("src_vocab", src_vocab)
         self.tgt_vocab = tgt_vocab = as_positive("tgt_vocab", tgt_vocab)
@@ -128,19 +140,29 @@ class TransformerSeq2Seq(nn.Module):
         decoder_layers = as_positive("decoder_layers", decoder_layers)
         dropout = probability("dropout", dropout)
         self.pad_id = check_token_id("pad_id", pad_id, min(src_vocab, tgt_vocab))
-        self.positions = PositionScheme(positions, d_model, num_heads, max_len, False, factory)
+        self.positions = resolve_positions(
+            positions, d_model, num_heads, max_len=max_len, causal=False, **factory
+        )
+        if self.positions.gives_bias:  # the decoder's cross-attention has no relative bias
+            raise ValueError(
+                f"positions must be sinusoidal, learned or rotary here; got "
+                f"{self.positions.kind!r}, an attention bias (TransformerLM takes those)"
+            )
         layer = {
             "dropout": dropout,
             "attention_dropout": attention_dropout,
             "ff_dropout": ff_dropout,
             "norm_first": norm_first,
             "rotary": self.positions.rotary,
+            "attn_layer": attn_layer,
             **factory,
         }
         self.src_embed = TokenEmbedding(src_vocab, d_model, pad_id, factory)
         self.tgt_embed = TokenEmbedding(tgt_vocab, d_model, pad_id, factory)
         self.encoder = TransformerEncoder(encoder_layers, d_model, num_heads, ff_dim, **layer)
-        self.decoder = TransformerDecoder(decoder_layers, d_model, num_heads, ff_dim, **layer)
+        self.decoder = TransformerDecoder(
+            decoder_layers, d_model, num_heads, ff_dim, cross_attn_layer=cross_attn_layer, **layer
+        )
         self.output = nn.Linear(d_model, tgt_vocab, bias=False, **factory)
         if tie_output:
             self.output.weight = self.tgt_embed.weight
@@ -226,9 +248,13 @@ class TransformerLM(nn.Module):
         layers: depth.
         dropout: dropout.
         norm_first: pre-norm (GPT-2) or post-norm.
-        positions: one of :data:`POSITIONS`.
+        positions: a name of :data:`POSITIONS` or a
+            :class:`~attnlab.models._embeddings.PositionScheme`.
         max_len: longest sequence for the embedding schemes.
         pad_id: padding id.
+        attn_layer: builds every layer's causal self-attention (see
+            :mod:`attnlab.nn.protocol`); :meth:`generate` needs its KV cache, ``alibi``
+            and ``relative`` positions its ``bias=``.
 
     Shapes:
         ids ``(B, T)`` -> logits ``(B, T, V)``.
@@ -249,9 +275,10 @@ class TransformerLM(nn.Module):
         layers: int = 4,
         dropout: float = 0.1,
         norm_first: bool = True,
-        positions: Positions = "sinusoidal",
+        positions: PositionName | PositionScheme = "sinusoidal",
         max_len: int = 1024,
         pad_id: int = 0,
+        attn_layer: AttentionFactory = MultiHeadAttention,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -261,7 +288,9 @@ class TransformerLM(nn.Module):
         d_model, num_heads = check_heads("d_model", d_model, num_heads)
         layers, dropout = as_positive("layers", layers), probability("dropout", dropout)
         self.pad_id = check_token_id("pad_id", pad_id, vocab)
-        self.positions = PositionScheme(positions, d_model, num_heads, max_len, True, factory)
+        self.positions = resolve_positions(
+            positions, d_model, num_heads, max_len=max_len, causal=True, **factory
+        )
         self.embed = TokenEmbedding(vocab, d_model, pad_id, factory)
         self.blocks = TransformerEncoder(
             layers,
@@ -271,6 +300,7 @@ class TransformerLM(nn.Module):
             dropout=dropout,
             norm_first=norm_first,
             rotary=self.positions.rotary,
+            attn_layer=attn_layer,
             **factory,
         )
         self.output = nn.Linear(d_model, vocab, bias=False, **factory)

@@ -23,7 +23,14 @@ from attnlab.nn.luong_scores import (
     LuongScore,
 )
 from attnlab.nn.multihead import KVCache, MultiHeadAttention
-from attnlab.nn.pooling import AttentionPooling
+from attnlab.nn.pooling import (
+    AdditivePooling,
+    AttentionPooling,
+    FeedForwardPooling,
+    LastStatePooling,
+    LuongPooling,
+    StatePooling,
+)
 from attnlab.nn.positional import (
     ALiBi,
     LearnedPositionalEmbedding,
@@ -100,6 +107,11 @@ __all__ = [
     "alibi_slopes",
     "relative_position_bucket",
     "AttentionPooling",
+    "AdditivePooling",
+    "FeedForwardPooling",
+    "LastStatePooling",
+    "LuongPooling",
+    "StatePooling",
     "HardAttention",
     "HardAttentionOutput",
     "HierarchicalAttention",

@@ -1,4 +1,10 @@
-"""Attention pooling: one learned distribution over a sequence, for classifiers."""
+"""Attention pooling: one learned distribution over a sequence, for classifiers.
+
+:class:`AttentionPooling` pools any sequence. The :class:`StatePooling` modules are what
+a recurrent classifier (:class:`~attnlab.models.TextClassifier`) plugs in: its states
+and final state in, one vector and the weights out, all built and called alike, so a
+new pooling is one class (and one entry in :data:`attnlab.models.POOLINGS`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from torch import Tensor, nn
 from attnlab.functional import AttentionOutput, Zero
 from attnlab.nn._checks import as_positive, factory_kwargs, optional_size
 from attnlab.nn._common import attend_core, check_sequence
+from attnlab.nn.additive import AdditiveAttention
+from attnlab.nn.luong import LuongAttention
 
 
 class AttentionPooling(nn.Module):
@@ -94,3 +102,176 @@ class AttentionPooling(nn.Module):
         """Constructor arguments shown by ``repr``."""
         extra = f", hidden_size={self.hidden_size}" if self.query else ""
         return f"input_size={self.input_size}, query={self.query}{extra}"
+
+
+class StatePooling(nn.Module):
+    """Base of the poolings a classifier takes: recurrent states -> one vector.
+
+    Every pooling is built as ``pooling(width, *, hidden_size=64, device=None,
+    dtype=None)`` (a classifier calls it with its state width) and called as
+    ``pool(states, last, *, mask=None, need_weights=False)``, returning
+    :class:`~attnlab.functional.AttentionOutput` ``(vector, weights | None)``.
+    ``hidden_size`` is the tanh layer of the poolings that have one; the others accept
+    it so that every pooling is built the same way.
+
+    Shapes:
+        states ``(B, L, width)``, last ``(B, width)`` (the encoder's final state), mask
+        ``(B, L)`` True = real token -> vector ``(B, width)``, weights ``(B, L)``.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        *,
+        hidden_size: int = 64,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.width = as_positive("width", width)
+        self.hidden_size = as_positive("hidden_size", hidden_size)
+        self._build(factory_kwargs(device, dtype))
+
+    def _build(self, factory: dict) -> None:
+        """Create the parameters (none by default)."""
+
+    def forward(
+        self,
+        states: Tensor,
+        last: Tensor,
+        *,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> AttentionOutput:
+        """Pool ``states`` (``last`` is the encoder's final state); see the class docstring."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        """Constructor arguments shown by ``repr``."""
+        return f"width={self.width}"
+
+
+class LastStatePooling(StatePooling):
+    """The encoder's final state, no attention (the summary of Cho et al. 2014).
+
+    Example:
+        >>> pool = LastStatePooling(4)
+        >>> vector, weights = pool(torch.randn(2, 3, 4), torch.ones(2, 4))
+        >>> vector.tolist()[0], weights
+        ([1.0, 1.0, 1.0, 1.0], None)
+    """
+
+    def forward(  # noqa: D102
+        self,
+        states: Tensor,
+        last: Tensor,
+        *,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> AttentionOutput:
+        return AttentionOutput(last, None)
+
+
+class FeedForwardPooling(StatePooling):
+    r"""Feed-forward attention over the states (Raffel & Ellis 2016), the tutorial's layer.
+
+    :class:`AttentionPooling` with the classifier's call:
+    :math:`\alpha = \mathrm{softmax}_t(\tanh(w^\top h_t + b))`, :math:`v = \sum_t
+    \alpha_t h_t`; with ``query=True``, Yang et al. 2016's learned context vector,
+    :math:`e_t = u^\top \tanh(W h_t + b)` (``W`` of ``hidden_size`` rows).
+
+    Example:
+        >>> pool = FeedForwardPooling(4)
+        >>> mask = torch.tensor([[True, True, False]])
+        >>> vector, weights = pool(torch.randn(1, 3, 4), torch.randn(1, 4), mask=mask,
+        ...                        need_weights=True)
+        >>> vector.shape, weights[0, 2].item()
+        (torch.Size([1, 4]), 0.0)
+    """
+
+    def __init__(
+        self,
+        width: int,
+        *,
+        hidden_size: int = 64,
+        query: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(width, hidden_size=hidden_size, device=device, dtype=dtype)
+        self.query = query
+        self.attention = AttentionPooling(
+            self.width, query=query, hidden_size=self.hidden_size, device=device, dtype=dtype
+        )
+
+    def forward(  # noqa: D102
+        self,
+        states: Tensor,
+        last: Tensor,
+        *,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> AttentionOutput:
+        return self.attention(states, mask=mask, need_weights=need_weights)
+
+
+class AdditivePooling(StatePooling):
+    r"""Additive attention (Bahdanau et al. 2015) from a learned query vector.
+
+    With the learned query :math:`q`, :math:`e_t = v^\top \tanh(W_q q + W_k h_t + b)`,
+    :math:`v = \sum_t \mathrm{softmax}_t(e)_t h_t`, with
+    :class:`~attnlab.nn.AdditiveAttention` (tanh layer of ``hidden_size``).
+
+    Example:
+        >>> pool = AdditivePooling(4, hidden_size=3)
+        >>> pool(torch.randn(2, 5, 4), torch.randn(2, 4)).context.shape
+        torch.Size([2, 4])
+    """
+
+    def _build(self, factory: dict) -> None:
+        width = self.width
+        self.attention = AdditiveAttention(width, width, self.hidden_size, **factory)
+        self.query = nn.Parameter(torch.randn(width, **factory) * width**-0.5)
+
+    def forward(  # noqa: D102
+        self,
+        states: Tensor,
+        last: Tensor,
+        *,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> AttentionOutput:
+        query = self.query.expand(states.shape[0], -1)
+        return self.attention(query, states, mask=mask, need_weights=need_weights)
+
+
+class LuongPooling(StatePooling):
+    r"""Luong attention (``general`` score) from the final state, kept beside its context.
+
+    The last state :math:`h_T` attends, :math:`c = \sum_t \mathrm{softmax}_t(h_T^\top
+    W_a h_t) h_t`, and the vector is Luong et al. 2015's attentional state
+    :math:`\tanh(W_c [c; h_T])`, so the context adds to the last state instead of
+    replacing it.
+
+    Example:
+        >>> pool = LuongPooling(4)
+        >>> pool(torch.randn(2, 5, 4), torch.randn(2, 4)).context.shape
+        torch.Size([2, 4])
+    """
+
+    def _build(self, factory: dict) -> None:
+        self.attention = LuongAttention(self.width, score="general", **factory)
+        self.combine = nn.Linear(2 * self.width, self.width, **factory)
+
+    def forward(  # noqa: D102
+        self,
+        states: Tensor,
+        last: Tensor,
+        *,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> AttentionOutput:
+        context, weights = self.attention(last, states, mask=mask, need_weights=need_weights)
+        return AttentionOutput(
+            torch.tanh(self.combine(torch.cat([context, last], dim=-1))), weights
+        )
