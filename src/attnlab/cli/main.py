@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=run_command)
 
-    listing = sub.add_parser("list", help="show the experiments and the mechanisms")
+    listing = sub.add_parser(
+        "list", help="show every name you can type: experiments, mechanisms, model choices"
+    )
     listing.set_defaults(handler=list_command)
 
     bench = sub.add_parser("bench", help="run a benchmark suite and write its results")

@@ -97,7 +97,10 @@ class LuongScore(nn.Module):
 
 
 class DotScore(LuongScore):
-    r"""``dot``: :math:`h_t^\top \bar h_s`; needs ``query_size == key_size``, no parameters."""
+    r"""Dot product of the decoder and source states; no parameters.
+
+    :math:`h_t^\top \bar h_s`; needs ``query_size == key_size``.
+    """
 
     name = "dot"
 
@@ -114,7 +117,10 @@ class DotScore(LuongScore):
 
 
 class GeneralScore(LuongScore):
-    r"""``general`` (bilinear): :math:`h_t^\top W_a \bar h_s`, ``W_a`` of ``(Dq, Dk)``."""
+    r"""Bilinear score through a learned matrix (Luong's general).
+
+    :math:`h_t^\top W_a \bar h_s`, ``W_a`` of ``(Dq, Dk)``.
+    """
 
     name = "general"
 
@@ -128,7 +134,9 @@ class GeneralScore(LuongScore):
 
 
 class ConcatScore(LuongScore):
-    r"""``concat``: :math:`v_a^\top \tanh(W_a [h_t; \bar h_s])`; projects the keys.
+    r"""A one-layer network over both states (Luong's concat); projects the keys.
+
+    :math:`v_a^\top \tanh(W_a [h_t; \bar h_s])`.
 
     Args:
         query_size: ``Dq``.
@@ -166,7 +174,9 @@ class ConcatScore(LuongScore):
 
 
 class LocationScore(LuongScore):
-    r"""``location``: :math:`a_t = \mathrm{softmax}(W_a h_t)`, one logit per source position.
+    r"""Weights from the decoder state alone, one logit per source position.
+
+    :math:`a_t = \mathrm{softmax}(W_a h_t)` (Luong's location).
 
     Args:
         query_size: ``Dq``.
