@@ -13,7 +13,15 @@ from attnlab.experiments import available
 from attnlab.registry import REGISTRIES, Registry, first_line
 
 # Tables that exist today; the models' tables join the listing as they are defined.
-PRESENT = {"experiments", "mechanisms", "graph", "image-blocks", "patterns", "luong-scores"}
+PRESENT = {
+    "experiments",
+    "mechanisms",
+    "graph",
+    "image-blocks",
+    "patterns",
+    "luong-scores",
+    "gat-layers",
+}
 # Packages whose public upper-case dicts are name tables people type names from.
 TABLE_PACKAGES = ("attnlab.nn", "attnlab.masks", "attnlab.models", "attnlab.vision")
 

@@ -135,6 +135,11 @@ REGISTRIES: dict[str, Registry] = {
         "attention= of Seq2Seq; --attention of attnlab run translate",
     ),
     "poolings": Registry("Poolings", "attnlab.models.POOLINGS", "pooling= of TextClassifier"),
+    "gat-layers": Registry(
+        "GAT layers",
+        "attnlab.models.GAT_LAYERS",
+        "conv= of GAT; --models of attnlab run gat",
+    ),
     "positions": Registry(
         "Position schemes",
         "attnlab.models.POSITIONS",

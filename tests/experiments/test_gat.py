@@ -2,10 +2,13 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import attnlab.experiments.gat as gat
 from attnlab.data.planetoid import PlanetoidGraph
 from attnlab.experiments import run_experiment
+from attnlab.models import GAT_LAYERS
+from attnlab.train import seed_everything
 
 
 def _toy_graph(name="cora", data_dir=None):
@@ -95,3 +98,51 @@ def test_bad_config_is_one_clear_line():
         gat.GATConfig(dropout=1.0)
     with pytest.raises(ValueError, match="--models is empty"):
         gat.GATConfig(models=())
+
+
+def _paper_loop(cfg, g, kind, seed):
+    """The GAT experiment's own loop before it ran on train_loop: the reference."""
+    seed_everything(seed)
+    model = gat.GAT(
+        g.x.shape[1],
+        g.classes,
+        hidden=cfg.hidden,
+        heads=cfg.heads,
+        output_heads=cfg.output_heads,
+        dropout=cfg.dropout,
+        conv=GAT_LAYERS[kind],
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best_acc, best_loss, waited, best_epoch = 0.0, float("inf"), 0, 0
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(g.x, g.edge_index)
+        F.cross_entropy(logits[g.train_mask], g.y[g.train_mask]).backward()
+        optimizer.step()
+        val_loss, val_acc = gat._evaluate(model, g, g.val_mask)
+        if val_acc >= best_acc or val_loss <= best_loss:
+            if val_acc >= best_acc and val_loss <= best_loss:
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                best_epoch = epoch
+            best_acc, best_loss = max(best_acc, val_acc), min(best_loss, val_loss)
+            waited = 0
+        else:
+            waited += 1
+            if waited >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    return model, best_epoch, epoch
+
+
+@pytest.mark.parametrize("kind", ["gat", "gatv2"])
+def test_train_one_is_the_papers_early_stopping_on_the_one_loop(kind):
+    graph = _toy_graph()
+    cfg = gat.GATConfig(epochs=40, patience=4, hidden=4, heads=2, lr=0.2)
+    ref, best_epoch, epochs = _paper_loop(cfg, graph, kind, 1)
+    model, stats = gat.train_one(cfg, graph, kind, 1)
+    assert (stats["best_epoch"], stats["epochs"]) == (best_epoch, epochs)
+    assert epochs < 40  # patience ended it (for gatv2 after a partial improvement)
+    for name, tensor in ref.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name

@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -6,6 +7,8 @@ import torch
 import attnlab.experiments.han as han
 from attnlab.data.documents import synthetic_documents
 from attnlab.experiments import run_experiment
+from attnlab.models.han import FlatClassifier, HANClassifier
+from attnlab.nn.pooling import FeedForwardPooling, LastStatePooling
 
 
 def _toy_corpus(name="movie-reviews", data_dir=None):
@@ -76,3 +79,17 @@ def test_cli_flags_from_the_config(toy, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["documents"] == 60 and results["config"]["hidden_size"] == 6
     assert [r["model"] for r in results["results"]] == ["no-attention"]
+
+
+def test_each_model_is_built_from_its_entry_in_the_table():
+    cfg = han.HANConfig(**TINY)
+    data = SimpleNamespace(vocab=range(20), corpus=SimpleNamespace(classes=["neg", "pos"]))
+    built = {name: han.build(cfg, name, data) for name in han.MODELS}
+    assert type(built["han"]) is HANClassifier
+    flat, last = built["flat-attention"], built["no-attention"]
+    assert type(flat) is FlatClassifier and type(last) is FlatClassifier
+    assert type(flat.encoder.pooling) is FeedForwardPooling and flat.encoder.pooling.query
+    assert flat.encoder.pooling.attention.hidden_size == cfg.attention_size
+    assert type(last.encoder.pooling) is LastStatePooling
+    with pytest.raises(ValueError, match="unknown HAN experiment model 'lstm'; known: "):
+        han.build(cfg, "lstm", data)

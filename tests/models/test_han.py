@@ -5,6 +5,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from attnlab.data.documents import encode_documents, flatten_documents, synthetic_documents
 from attnlab.data.text import Vocab
 from attnlab.models.han import FlatClassifier, HANClassifier
+from attnlab.nn.hierarchical import CONTEXT_POOLING
+from attnlab.nn.pooling import LastStatePooling
 from attnlab.train import evaluate, fit, make_generator, seed_everything
 
 
@@ -37,7 +39,8 @@ def test_han_shapes_weights_and_padding():
 @pytest.mark.parametrize("pooling", ["attention", "last"])
 def test_flat_sees_the_same_tokens_and_ignores_padding(pooling):
     torch.manual_seed(0)
-    model = FlatClassifier(30, 2, embedding_dim=8, hidden_size=6, pooling=pooling).eval()
+    factory = {"attention": CONTEXT_POOLING, "last": LastStatePooling}[pooling]
+    model = FlatClassifier(30, 2, embedding_dim=8, hidden_size=6, pooling=factory).eval()
     flat, lengths = flatten_documents(_ids())
     assert lengths.tolist() == [5, 5, 1]
     logits, w = model.forward_with_weights(flat)
@@ -94,3 +97,14 @@ def test_gradients_are_finite_with_an_empty_document():
     logits.sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_flat_classifier_checkpoints_from_before_the_injected_pooling_still_load():
+    torch.manual_seed(0)
+    model = FlatClassifier(30, 2, embedding_dim=8, hidden_size=6)
+    old = {k.replace("encoder.pooling.", "encoder."): v for k, v in model.state_dict().items()}
+    assert "encoder.attention.context" in old  # the keys FlatClassifier wrote before
+    fresh = FlatClassifier(30, 2, embedding_dim=8, hidden_size=6)
+    fresh.load_state_dict(old)
+    ids = torch.tensor([[3, 4, 5, 0]])
+    torch.testing.assert_close(fresh.eval()(ids), model.eval()(ids), rtol=0, atol=0)

@@ -85,7 +85,11 @@ CONSTRUCTORS = [
     (lambda: POOLINGS["luong"](4, hidden_size=0), ValueError, "hidden_size must be >= 1"),
     (lambda: HANClassifier(10, embedding_dim=0), ValueError, "embedding_dim must be >= 1"),
     (lambda: FlatClassifier(10, dropout="0.5"), TypeError, "dropout must be a number"),
-    (lambda: GAT(5, 3, kind="gcn"), ValueError, "kind must be one of gat, gat-uniform, gatv2"),
+    (
+        lambda: GAT(5, 3, conv="gcn"),
+        TypeError,
+        "conv must be a graph attention layer class or factory",
+    ),
     (lambda: GAT(5, 0), ValueError, "classes must be >= 1"),
     (lambda: GAT(5, 3, dtype=torch.int32), TypeError, "dtype must be a floating"),
     (lambda: PooledClassifier(8, 2, encoder="bert"), TypeError, "encoder must be a BertEncoder"),

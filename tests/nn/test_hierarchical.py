@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from attnlab.functional import AttentionOutput
-from attnlab.nn.hierarchical import HierarchicalAttention, SequenceEncoder
+from attnlab.nn.hierarchical import CONTEXT_POOLING, HierarchicalAttention, SequenceEncoder
+from attnlab.nn.pooling import AttentionPooling, LastStatePooling
+
+POOLINGS = {"attention": CONTEXT_POOLING, "last": LastStatePooling}
 
 B, S, W, E, H, A = 3, 4, 5, 6, 7, 9  # all distinct
 
@@ -40,7 +43,7 @@ def _reference(han, inputs, mask):
             if n == 0:
                 continue
             states = _bigru(han.words, inputs[b, s, :n])
-            e = han.words.attention.logits(states)
+            e = han.words.pooling.attention.logits(states)
             alpha = e.softmax(-1)
             words[b, s, :n] = alpha[0]
             vectors.append((alpha.unsqueeze(-1) * states).sum(1))
@@ -49,7 +52,7 @@ def _reference(han, inputs, mask):
             sentences.append(inputs.new_zeros(S))
             continue
         states = _bigru(han.sentences, torch.cat(vectors))
-        alpha = han.sentences.attention.logits(states).softmax(-1)
+        alpha = han.sentences.pooling.attention.logits(states).softmax(-1)
         docs.append((alpha.unsqueeze(-1) * states).sum(1)[0])
         sentences.append(torch.cat([alpha[0], alpha.new_zeros(S - len(vectors))]))
     return torch.stack(docs), words, torch.stack(sentences)
@@ -164,7 +167,9 @@ def test_bad_inputs_are_one_clear_line():
 @pytest.mark.parametrize("pooling", ["attention", "last"])
 def test_sequence_encoder_matches_each_row_alone(pooling):
     torch.manual_seed(0)
-    encoder = SequenceEncoder(E, H, pooling=pooling, attention_size=A, dtype=torch.float64)
+    encoder = SequenceEncoder(
+        E, H, pooling=POOLINGS[pooling], attention_size=A, dtype=torch.float64
+    )
     inputs = torch.randn(B, W, E, dtype=torch.float64)
     mask = torch.zeros(B, W, dtype=torch.bool)
     mask[0, :3], mask[1, :W] = True, True  # row 2: empty
@@ -174,21 +179,61 @@ def test_sequence_encoder_matches_each_row_alone(pooling):
         if pooling == "last":
             expected = torch.cat([states[-1, :H], states[0, H:]])
         else:
-            alpha = encoder.attention.logits(states).softmax(-1)
+            alpha = encoder.pooling.attention.logits(states).softmax(-1)
             expected = alpha @ states
             torch.testing.assert_close(weights[b, :n], alpha)
         torch.testing.assert_close(vector[b], expected)
     assert (vector[2] == 0).all()
     assert weights is None if pooling == "last" else (weights[~mask] == 0).all()
-    assert f"pooling={pooling!r}" in repr(encoder)
+    assert f"(pooling): {type(encoder.pooling).__name__}(" in repr(encoder)
 
 
 def test_sequence_encoder_bad_arguments():
-    with pytest.raises(ValueError, match="pooling must be one of"):
+    with pytest.raises(TypeError, match="pooling must be a pooling class or factory"):
         SequenceEncoder(E, H, pooling="max")
+    with pytest.raises(TypeError, match="pooling must be a pooling class or factory"):
+        SequenceEncoder(E, H, pooling=LastStatePooling(2 * H))
+    with pytest.raises(TypeError, match="pooling must build an nn.Module, got str"):
+        SequenceEncoder(E, H, pooling=lambda width, **kwargs: "last")
     encoder = SequenceEncoder(E, H)
     with pytest.raises(ValueError, match=r"inputs must be \(B, L, 6\)"):
         encoder(torch.randn(B, W, E + 1))
     holey = torch.tensor([[True, False, True]])
     with pytest.raises(ValueError, match="right-padded"):
         encoder(torch.randn(1, 3, E), mask=holey)
+
+
+def test_parameters_are_created_in_the_order_of_before():
+    """GRUs, then the pooling's: the same draws as the encoder that held its attention."""
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(E, H, attention_size=A)
+    torch.manual_seed(0)
+    parts = [
+        torch.nn.GRU(E, H, batch_first=True),
+        torch.nn.GRU(E, H, batch_first=True),
+        AttentionPooling(2 * H, query=True, hidden_size=A),
+    ]
+    before = [t for part in parts for t in part.state_dict().values()]
+    assert len(before) == len(encoder.state_dict())
+    for (name, now), then in zip(encoder.state_dict().items(), before):
+        assert torch.equal(now, then), name
+
+
+def _legacy(state):
+    """A state dict as written when the encoders held their attention ("attention.*")."""
+    return {k.replace("pooling.attention.", "attention."): v for k, v in state.items()}
+
+
+def test_checkpoints_from_before_the_pooling_was_injected_still_load():
+    torch.manual_seed(0)
+    han = _module()
+    old = _legacy(han.state_dict())
+    assert "words.attention.context" in old and "sentences.attention.proj.weight" in old
+    fresh = _module(seed=1)
+    fresh.load_state_dict(old)  # strict: no key missing or unexpected
+    for name, tensor in han.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
+    encoder = SequenceEncoder(E, H, attention_size=A)
+    again = SequenceEncoder(E, H, attention_size=A)
+    again.load_state_dict(_legacy(encoder.state_dict()))
+    assert torch.equal(again.pooling.attention.context, encoder.pooling.attention.context)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnlab._validate import lookup
 from attnlab.data.planetoid import PlanetoidGraph, load_planetoid
 from attnlab.experiments import (
     ExperimentSpec,
@@ -47,10 +48,13 @@ from attnlab.experiments import (
 )
 from attnlab.experiments import _checks as checks
 from attnlab.interpret.graph import plot_graph_attention
-from attnlab.models.gat import GAT, GAT_KINDS
-from attnlab.train import seed_everything
+from attnlab.models.gat import GAT, GAT_LAYERS
+from attnlab.train import AnyImproves, Epochs, Patience, seed_everything, train_loop
 
-MODELS = GAT_KINDS
+MODELS = tuple(GAT_LAYERS)
+# The authors' early stopping: progress while validation accuracy or loss is at its best
+# so far (ties count); the weights kept are the last ones at which both were.
+PAPER_STOPPING = AnyImproves(maximize=("accuracy",), minimize=("loss",))
 _PICTURE = "tsne_attention_gat.png"
 CORA_CLASSES = [
     "Case_Based",
@@ -122,9 +126,10 @@ def _evaluate(model: GAT, g: PlanetoidGraph, mask: Tensor) -> tuple[float, float
 def train_one(cfg: GATConfig, g: PlanetoidGraph, kind: str, seed: int) -> tuple[GAT, dict]:
     """Train one model with the paper's early stopping; return it (best weights) and stats.
 
-    The best weights are those of the last epoch at which validation accuracy was at
-    least its best so far and validation loss at most its lowest so far; training stops
-    after ``patience`` epochs in which neither improved.
+    Full-batch epochs on the one training loop (:func:`attnlab.train.train_loop`) with
+    :data:`PAPER_STOPPING`: the best weights are those of the last epoch at which
+    validation accuracy was at least its best so far and validation loss at most its
+    lowest so far; training stops after ``patience`` epochs in which neither was.
     """
     seed_everything(seed)
     model = GAT(
@@ -134,37 +139,37 @@ def train_one(cfg: GATConfig, g: PlanetoidGraph, kind: str, seed: int) -> tuple[
         heads=cfg.heads,
         output_heads=cfg.output_heads,
         dropout=cfg.dropout,
-        kind=kind,
+        conv=lookup(GAT_LAYERS, kind, "GAT layer"),
     ).to(g.x.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = time.perf_counter()
-    best_acc, best_loss, waited, best_epoch, epoch = 0.0, float("inf"), 0, 0, 0
-    best_state = {k: v.clone() for k, v in model.state_dict().items()}
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
+
+    def step(_: object) -> Tensor:
         logits = model(g.x, g.edge_index)
-        F.cross_entropy(logits[g.train_mask], g.y[g.train_mask]).backward()
-        optimizer.step()
-        val_loss, val_acc = _evaluate(model, g, g.val_mask)
-        if val_acc >= best_acc or val_loss <= best_loss:
-            if val_acc >= best_acc and val_loss <= best_loss:
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
-                best_epoch = epoch
-            best_acc, best_loss = max(best_acc, val_acc), min(best_loss, val_loss)
-            waited = 0
-        else:
-            waited += 1
-            if waited >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
+        return F.cross_entropy(logits[g.train_mask], g.y[g.train_mask])
+
+    def validate() -> dict[str, float]:
+        loss, acc = _evaluate(model, g, g.val_mask)
+        return {"val_loss": loss, "val_accuracy": acc}
+
+    start = time.perf_counter()
+    state = train_loop(
+        model,
+        lambda epoch: (None,),  # one full-batch step per epoch
+        step=step,
+        validate=validate,
+        optimizer=optimizer,
+        stop=(Epochs(cfg.epochs), Patience(cfg.patience)),
+        monitor="loss",
+        improvement=PAPER_STOPPING,
+        progress=False,
+    )
     _, test_acc = _evaluate(model, g, g.test_mask)
     stats = {
         "test_accuracy": test_acc,
         "val_accuracy": _evaluate(model, g, g.val_mask)[1],
         "seconds": time.perf_counter() - start,
-        "best_epoch": best_epoch,
-        "epochs": epoch,
+        "best_epoch": state.best_epoch,
+        "epochs": len(state.history),
     }
     return model, stats
 

@@ -17,7 +17,9 @@ Run: ``attnlab run han [--seeds N] [--documents N] [--out DIR]``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+from attnlab._validate import lookup
 from attnlab.data.documents import (
     DocumentCorpus,
     document_tokens,
@@ -47,9 +50,15 @@ from attnlab.experiments import _checks as checks
 from attnlab.experiments._classify import LengthBatches, fit_and_score
 from attnlab.interpret.documents import DocumentAttentionExample, write_document_html
 from attnlab.models.han import FlatClassifier, HANClassifier
+from attnlab.nn.pooling import LastStatePooling
 from attnlab.train import make_generator, seed_everything
 
-MODELS = ("han", "flat-attention", "no-attention")
+# The models' names -> their class; the flat ones differ only in the pooling they are given.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "han": HANClassifier,
+    "flat-attention": FlatClassifier,  # the HAN's word attention (its default pooling)
+    "no-attention": partial(FlatClassifier, pooling=LastStatePooling),
+}
 SPLIT = (0.7, 0.1, 0.2)  # train / validation / test, stratified
 _SHOWN_MAX_SENTENCES = 20  # documents drawn on the page are at most this long
 
@@ -88,7 +97,7 @@ class HANConfig(EarlyStopping):
     batch_size: int = 64
     patience: int = 8
     dataset: Literal["movie-reviews"] = "movie-reviews"
-    models: tuple[str, ...] = MODELS
+    models: tuple[str, ...] = tuple(MODELS)
     documents: int = 0
     embedding_dim: int = 64
     hidden_size: int = 50
@@ -104,7 +113,7 @@ class HANConfig(EarlyStopping):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks.names(self, "models", MODELS)
+        checks.names(self, "models", tuple(MODELS))
         checks.at_least(self, 1, "embedding_dim", "hidden_size", "attention_size", "min_freq")
         checks.at_least(self, 1, "max_sentences", "max_words")
         checks.at_least(self, 3, "max_vocab")  # <pad>, <unk> and a word
@@ -202,23 +211,12 @@ def _loader(tensors: tuple[Tensor, ...], batch_size: int, seed: int | None) -> D
 
 
 def build(cfg: HANConfig, model: str, data: Data) -> nn.Module:
-    """The classifier called ``model`` (one of :data:`MODELS`)."""
-    vocab_size, classes = len(data.vocab), len(data.corpus.classes)
-    if model == "han":
-        return HANClassifier(
-            vocab_size,
-            classes,
-            embedding_dim=cfg.embedding_dim,
-            hidden_size=cfg.hidden_size,
-            attention_size=cfg.attention_size,
-            dropout=cfg.dropout,
-        )
-    return FlatClassifier(
-        vocab_size,
-        classes,
+    """The classifier called ``model`` (a key of :data:`MODELS`)."""
+    return lookup(MODELS, model, "HAN experiment model")(
+        len(data.vocab),
+        len(data.corpus.classes),
         embedding_dim=cfg.embedding_dim,
         hidden_size=cfg.hidden_size,
-        pooling="attention" if model == "flat-attention" else "last",
         attention_size=cfg.attention_size,
         dropout=cfg.dropout,
     )

@@ -1,9 +1,9 @@
 """Complete networks assembled from :mod:`attnlab.nn`.
 
 Models take the modules they use (``Seq2Seq(attention=...)``,
-``TextClassifier(pooling=...)``, the Transformers' ``attn_layer=``); the names people
-type resolve through one table per kind: :data:`SEQ2SEQ_ATTENTIONS`,
-:data:`POOLINGS`, :data:`POSITIONS`.
+``TextClassifier(pooling=...)``, ``GAT(conv=...)``, the Transformers' ``attn_layer=``);
+the names people type resolve through one table per kind: :data:`SEQ2SEQ_ATTENTIONS`,
+:data:`POOLINGS`, :data:`POSITIONS`, :data:`GAT_LAYERS`.
 """
 
 from attnlab.models._embeddings import PositionScheme
@@ -15,7 +15,7 @@ from attnlab.models.bert import (
     hf_bert_key_map,
 )
 from attnlab.models.classifier import POOLINGS, TextClassifier
-from attnlab.models.gat import GAT, GAT_KINDS
+from attnlab.models.gat import GAT, GAT_LAYERS
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.models.search import Hypothesis, beam_search, greedy_search
 from attnlab.models.seq2seq import Seq2Seq
@@ -24,7 +24,7 @@ from attnlab.models.transformer import POSITIONS, TransformerLM, TransformerSeq2
 
 __all__ = [
     "GAT",
-    "GAT_KINDS",
+    "GAT_LAYERS",
     "BertEmbeddings",
     "BertEncoder",
     "PooledClassifier",

@@ -7,8 +7,6 @@ How the states become one vector is injected: ``pooling=`` is a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -21,12 +19,19 @@ from attnlab.nn._checks import (
     factory_kwargs,
     probability,
 )
-from attnlab.nn.pooling import AdditivePooling, FeedForwardPooling, LastStatePooling, LuongPooling
+from attnlab.nn.pooling import (
+    AdditivePooling,
+    FeedForwardPooling,
+    LastStatePooling,
+    LuongPooling,
+    PoolingFactory,
+    adopt_legacy_keys,
+    build_pooling,
+)
 
 __all__ = ["POOLINGS", "PoolingFactory", "TextClassifier"]
 
 # ``factory(width, *, hidden_size=64, device=None, dtype=None) -> StatePooling``.
-PoolingFactory = Callable[..., nn.Module]
 
 # The names people type (``--models`` of the sentiment experiment) -> the pooling.
 POOLINGS: dict[str, PoolingFactory] = {
@@ -97,11 +102,6 @@ class TextClassifier(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not callable(pooling) or isinstance(pooling, nn.Module):
-            raise TypeError(
-                "pooling must be a pooling class or factory, built here with the LSTM's "
-                f"width (e.g. POOLINGS['additive']); got {type(pooling).__name__} {pooling!r}"
-            )
         factory = factory_kwargs(device, dtype)
         self.vocab_size = vocab_size = as_positive("vocab_size", vocab_size)
         num_classes = as_positive("num_classes", num_classes)
@@ -115,9 +115,7 @@ class TextClassifier(nn.Module):
         )
         width = hidden_size * (2 if bidirectional else 1)
         self.dropout = nn.Dropout(dropout)
-        self.pooling = pooling(width, **factory)
-        if not isinstance(self.pooling, nn.Module):
-            raise TypeError(f"pooling must build an nn.Module, got {type(self.pooling).__name__}")
+        self.pooling = build_pooling(pooling, width, owner="the LSTM", **factory)
         self.classifier = nn.Linear(width, num_classes, **factory)
         self.reset_parameters()
 
@@ -185,9 +183,5 @@ class TextClassifier(nn.Module):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         # Checkpoints from before the pooling was a module hold "attention.*", "query"
         # and "combine.*" at the top: they are the pooling's now.
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            if key[len(prefix) :].split(".", 1)[0] in _LEGACY_POOLING_KEYS:
-                new = f"{prefix}pooling.{key[len(prefix) :]}"
-                if new not in state_dict:
-                    state_dict[new] = state_dict.pop(key)
+        adopt_legacy_keys(state_dict, prefix, _LEGACY_POOLING_KEYS)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
 from attnlab.functional import AttentionOutput
 from attnlab.nn._checks import as_positive, check_ids, factory_kwargs, probability
-from attnlab.nn.hierarchical import HierarchicalAttention, SequenceEncoder
+from attnlab.nn.hierarchical import CONTEXT_POOLING, HierarchicalAttention, SequenceEncoder
+from attnlab.nn.pooling import PoolingFactory
 
 
 class _DocumentClassifier(nn.Module):
@@ -108,21 +107,25 @@ class FlatClassifier(_DocumentClassifier):
     The same pieces as :class:`HANClassifier` without the sentence level (Yang et
     al. 2016 compare with such flat recurrent models): the document's words, all
     sentences concatenated, go through one
-    :class:`~attnlab.nn.hierarchical.SequenceEncoder`, with word attention (learned
-    context vector, ``pooling="attention"``) or the GRU's final states (``"last"``).
+    :class:`~attnlab.nn.hierarchical.SequenceEncoder`, with the pooling it is given:
+    word attention (learned context vector, the default
+    :data:`~attnlab.nn.hierarchical.CONTEXT_POOLING`) or the GRU's final states
+    (:class:`~attnlab.nn.pooling.LastStatePooling`).
 
     Args:
         vocab_size: number of token ids (id 0 is padding).
         num_classes: output classes.
         embedding_dim: token embedding size.
         hidden_size: GRU state size per direction.
-        pooling: ``"attention"`` or ``"last"``.
-        attention_size: tanh layer size of the attention (default ``2 * hidden_size``).
+        pooling: class or factory of the pooling (any
+            :class:`~attnlab.nn.pooling.StatePooling`), built with the bi-GRU's width.
+        attention_size: tanh layer size of the pooling (default ``2 * hidden_size``).
         dropout: dropout on the word embeddings and on the document vector.
 
     Shapes:
         ids ``(B, L)`` long, right-padded with 0 -> logits ``(B, num_classes)``;
-        weights ``(B, L)`` from :meth:`forward_with_weights` (None for ``"last"``).
+        weights ``(B, L)`` from :meth:`forward_with_weights` (None from poolings without
+        attention).
 
     Example:
         >>> model = FlatClassifier(50, embedding_dim=8, hidden_size=4)
@@ -138,7 +141,7 @@ class FlatClassifier(_DocumentClassifier):
         *,
         embedding_dim: int = 64,
         hidden_size: int = 50,
-        pooling: Literal["attention", "last"] = "attention",
+        pooling: PoolingFactory = CONTEXT_POOLING,
         attention_size: int | None = None,
         dropout: float = 0.0,
         device: torch.device | str | None = None,

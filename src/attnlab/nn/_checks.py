@@ -26,6 +26,7 @@ from attnlab.functional.attention import ENGINES, PATTERN_ENGINES
 
 __all__ = [
     "as_positive",
+    "build_injected",
     "as_size",
     "check_backend",
     "check_heads",
@@ -151,3 +152,36 @@ def check_token_id(name: str, value: object, vocab_size: int) -> int:
             f"{name} {token} is outside the vocabulary of {vocab_size} ids (0..{vocab_size - 1})"
         )
     return token
+
+
+def build_injected(
+    factory: object, *args: Any, name: str, expected: str, **kwargs: Any
+) -> nn.Module:
+    """Build a module passed in as a class or factory (timm's ``attn_layer=``), one line if not.
+
+    Args:
+        factory: What the caller passed (``attn_layer=``, ``pooling=``, ``conv=``).
+        *args: Positional arguments of the build.
+        name: The argument's name, for the message.
+        expected: What it should be, for the message (``"a pooling class or factory"``).
+        **kwargs: Keyword arguments of the build.
+
+    Returns:
+        ``factory(*args, **kwargs)``.
+
+    Raises:
+        TypeError: ``factory`` is not callable, is a module already built, or builds
+            something that is not an ``nn.Module``.
+
+    Example:
+        >>> build_injected(nn.Linear, 2, 3, name="layer", expected="a layer class")
+        Linear(in_features=2, out_features=3, bias=True)
+    """
+    if not callable(factory) or isinstance(factory, nn.Module):
+        raise TypeError(f"{name} must be {expected}; got {type(factory).__name__} {factory!r}")
+    module = factory(*args, **kwargs)
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"{name} must build an nn.Module, got {type(module).__name__} from {factory!r}"
+        )
+    return module

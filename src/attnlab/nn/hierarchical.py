@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
 
 import torch
 from torch import Tensor, nn
@@ -11,9 +11,19 @@ from attnlab.functional import AttentionOutput
 from attnlab.masks.check import check_mask
 from attnlab.nn._checks import as_positive, factory_kwargs, optional_size
 from attnlab.nn._common import check_sequence
-from attnlab.nn.pooling import AttentionPooling
+from attnlab.nn.pooling import (
+    FeedForwardPooling,
+    PoolingFactory,
+    adopt_legacy_keys,
+    build_pooling,
+)
 
-_POOLINGS = ("attention", "last")
+__all__ = ["CONTEXT_POOLING", "HierarchicalAttention", "SequenceEncoder"]
+
+# Yang et al.'s word and sentence attention, a learned context vector: the default pooling.
+CONTEXT_POOLING: PoolingFactory = functools.partial(FeedForwardPooling, query=True)
+# Checkpoints written when the encoder held its attention itself ("attention.*").
+_LEGACY_POOLING_KEYS = ("attention",)
 _WORD_GROUPS = 4  # length groups of sentences the word level runs over, one after another
 
 
@@ -58,9 +68,12 @@ class SequenceEncoder(nn.Module):
         \quad \alpha_t = \mathrm{softmax}_t\big(u^\top \tanh(W h_t + b)\big),
         \quad v = \sum_t \alpha_t h_t
 
-    with :class:`~attnlab.nn.AttentionPooling` (``query=True``) for the attention. With
-    ``pooling="last"`` there is no attention: :math:`v` is the two directions' final
-    states, the flat-encoder baseline of the paper.
+    with :data:`CONTEXT_POOLING` (:class:`~attnlab.nn.pooling.FeedForwardPooling`,
+    ``query=True``) for the attention. The pooling is injected: any
+    :class:`~attnlab.nn.pooling.StatePooling` class or factory, built with the state width
+    and ``hidden_size=attention_size``, and called with the states and the final states.
+    With :class:`~attnlab.nn.pooling.LastStatePooling` there is no attention: :math:`v` is
+    the two directions' final states, the flat-encoder baseline of the paper.
 
     Sequences are right-padded. The two directions run as two unidirectional GRUs
     over the padded batch, the backward one on each row reversed within its length,
@@ -71,12 +84,16 @@ class SequenceEncoder(nn.Module):
     Args:
         input_size: ``D``, the size of each input vector.
         hidden_size: GRU state size per direction; outputs are ``2 * hidden_size`` wide.
-        pooling: ``"attention"`` (learned context vector) or ``"last"``.
-        attention_size: size of the attention's tanh layer (default ``2 * hidden_size``).
+        pooling: class or factory of the pooling (default :data:`CONTEXT_POOLING`, the
+            learned context vector), built after the GRUs.
+        attention_size: size of the pooling's tanh layer (default ``2 * hidden_size``).
 
     Shapes:
         inputs ``(B, L, D)``, mask ``(B, L)`` True = real position, right-padded ->
-        vector ``(B, 2 * hidden_size)``, weights ``(B, L)`` (None for ``"last"``).
+        vector ``(B, 2 * hidden_size)``, weights ``(B, L)`` (None from poolings without
+        attention). The pooling gets states ``(B, L, 2 * hidden_size)`` and final states
+        ``(B, 2 * hidden_size)``: the forward GRU's at the last real position and the
+        backward GRU's at the first, zero for an empty row.
 
     Example:
         >>> encoder = SequenceEncoder(8, hidden_size=4)
@@ -84,6 +101,10 @@ class SequenceEncoder(nn.Module):
         >>> v, w = encoder(torch.randn(1, 3, 8), mask=mask, need_weights=True)
         >>> v.shape, w[0, 2].item()
         (torch.Size([1, 8]), 0.0)
+        >>> from attnlab.nn.pooling import LastStatePooling
+        >>> last = SequenceEncoder(8, hidden_size=4, pooling=LastStatePooling)
+        >>> last(torch.randn(1, 3, 8), need_weights=True).weights is None
+        True
     """
 
     def __init__(
@@ -91,27 +112,26 @@ class SequenceEncoder(nn.Module):
         input_size: int,
         hidden_size: int = 50,
         *,
-        pooling: Literal["attention", "last"] = "attention",
+        pooling: PoolingFactory = CONTEXT_POOLING,
         attention_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if pooling not in _POOLINGS:
-            raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
         factory = factory_kwargs(device, dtype)
         self.input_size = input_size = as_positive("input_size", input_size)
         self.hidden_size = hidden_size = as_positive("hidden_size", hidden_size)
         attention_size = optional_size("attention_size", attention_size)
-        self.pooling = pooling
         self.output_size = 2 * hidden_size
         self.forward_rnn = nn.GRU(input_size, hidden_size, batch_first=True, **factory)
         self.backward_rnn = nn.GRU(input_size, hidden_size, batch_first=True, **factory)
-        self.attention = None
-        if pooling == "attention":
-            self.attention = AttentionPooling(
-                self.output_size, query=True, hidden_size=attention_size, **factory
-            )
+        self.pooling = build_pooling(
+            pooling,
+            self.output_size,
+            owner="the bi-GRU",
+            hidden_size=attention_size or self.output_size,
+            **factory,
+        )
 
     def states(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """Bi-GRU states ``(B, L, 2 * hidden_size)``; rows of padding hold junk."""
@@ -121,30 +141,34 @@ class SequenceEncoder(nn.Module):
         backward = backward.gather(1, order.expand_as(backward))
         return torch.cat([forward, backward], dim=-1)
 
+    def final_states(self, states: Tensor, lengths: Tensor) -> Tensor:
+        """Both directions' final states ``(B, 2 * hidden_size)``, zero for empty rows."""
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, self.hidden_size)
+        forward = states[..., : self.hidden_size].gather(1, last).squeeze(1)
+        vector = torch.cat([forward, states[:, 0, self.hidden_size :]], dim=-1)
+        return vector * (lengths > 0).unsqueeze(-1).to(vector.dtype)
+
     def forward(
         self, inputs: Tensor, *, mask: Tensor | None = None, need_weights: bool = False
     ) -> AttentionOutput:
         """Encode and pool; returns ``(vector, weights | None)``."""
         mask = _check_inputs(self, inputs, mask, self.input_size, ("B", "L"))
-        if inputs.shape[1] == 0:  # no positions: the GRUs cannot run, and empty rows are 0
-            vector = inputs.new_zeros(inputs.shape[0], self.output_size)
-            weights = inputs.new_zeros(inputs.shape[0], 0) if need_weights else None
-            return AttentionOutput(vector, weights if self.attention is not None else None)
-        lengths = _lengths(mask, "in each row, real positions come first")
-        states = self.states(inputs, lengths)
-        if self.attention is not None:
-            return self.attention(states, mask=mask, need_weights=need_weights)
-        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, self.hidden_size)
-        forward = states[..., : self.hidden_size].gather(1, last).squeeze(1)
-        vector = torch.cat([forward, states[:, 0, self.hidden_size :]], dim=-1)
-        return AttentionOutput(vector * (lengths > 0).unsqueeze(-1).to(vector.dtype), None)
+        if inputs.shape[1] == 0:  # no positions: the GRUs cannot run; every row is empty
+            states = inputs.new_zeros(inputs.shape[0], 0, self.output_size)
+            last = inputs.new_zeros(inputs.shape[0], self.output_size)
+        else:
+            lengths = _lengths(mask, "in each row, real positions come first")
+            states = self.states(inputs, lengths)
+            last = self.final_states(states, lengths)
+        return self.pooling(states, last, mask=mask, need_weights=need_weights)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        adopt_legacy_keys(state_dict, prefix, _LEGACY_POOLING_KEYS)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        """Constructor arguments shown by ``repr``."""
-        return (
-            f"input_size={self.input_size}, hidden_size={self.hidden_size}, "
-            f"pooling={self.pooling!r}"
-        )
+        """Constructor arguments shown by ``repr`` (the pooling shows as a child)."""
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}"
 
 
 class HierarchicalAttention(nn.Module):

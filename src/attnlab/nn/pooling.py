@@ -1,21 +1,74 @@
 """Attention pooling: one learned distribution over a sequence, for classifiers.
 
 :class:`AttentionPooling` pools any sequence. The :class:`StatePooling` modules are what
-a recurrent classifier (:class:`~attnlab.models.TextClassifier`) plugs in: its states
-and final state in, one vector and the weights out, all built and called alike, so a
+a recurrent classifier (:class:`~attnlab.models.TextClassifier`) or a hierarchical
+level (:class:`~attnlab.nn.SequenceEncoder`) plugs in: its states and final state in, one
+vector and the weights out, all built and called alike (:func:`build_pooling`), so a
 new pooling is one class (and one entry in :data:`attnlab.models.POOLINGS`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from attnlab.functional import AttentionOutput, Zero
-from attnlab.nn._checks import as_positive, factory_kwargs, optional_size
+from attnlab.nn._checks import as_positive, build_injected, factory_kwargs, optional_size
 from attnlab.nn._common import attend_core, check_sequence
 from attnlab.nn.additive import AdditiveAttention
 from attnlab.nn.luong import LuongAttention
+
+# ``factory(width, *, hidden_size=64, device=None, dtype=None) -> StatePooling``.
+PoolingFactory = Callable[..., nn.Module]
+
+
+def build_pooling(pooling: PoolingFactory, width: int, *, owner: str, **kwargs: Any) -> nn.Module:
+    """Build an injected pooling: ``pooling(width, **kwargs)``, with one-line errors.
+
+    Args:
+        pooling: A :class:`StatePooling` class or factory.
+        width: The width of the states it pools.
+        owner: Whose states they are, for the message (``"the LSTM"``).
+        **kwargs: ``hidden_size``, ``device``, ``dtype``.
+
+    Returns:
+        The pooling module.
+
+    Raises:
+        TypeError: If ``pooling`` is not a class or factory, or builds no ``nn.Module``.
+
+    Example:
+        >>> build_pooling(LastStatePooling, 4, owner="the GRU")
+        LastStatePooling(width=4)
+    """
+    expected = (
+        f"a pooling class or factory, built here with {owner}'s width "
+        "(e.g. LastStatePooling, or POOLINGS['additive'] of attnlab.models)"
+    )
+    module = build_injected(pooling, width, name="pooling", expected=expected, **kwargs)
+    return module
+
+
+def adopt_legacy_keys(state_dict: dict[str, Any], prefix: str, names: Sequence[str]) -> None:
+    """Move a checkpoint's pooling parameters, held by the owner before, under ``pooling.``.
+
+    Called from an owner's ``_load_from_state_dict``: ``{prefix}attention.proj.weight``
+    becomes ``{prefix}pooling.attention.proj.weight`` for ``names=("attention",)``;
+    a key already present in the new form wins.
+
+    Args:
+        state_dict: The state dict being loaded (changed in place).
+        prefix: The owner's prefix in it.
+        names: The first components of the keys that now belong to the pooling.
+    """
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if key[len(prefix) :].split(".", 1)[0] in names:
+            new = f"{prefix}pooling.{key[len(prefix) :]}"
+            if new not in state_dict:
+                state_dict[new] = state_dict.pop(key)
 
 
 class AttentionPooling(nn.Module):

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.functional import AttentionOutput
+from attnlab.nn._checks import build_injected
 
 __all__ = ["AttentionFactory", "build_attention", "call_attention"]
 
@@ -66,20 +67,19 @@ def build_attention(
         ...                 dtype=None).num_heads
         2
     """
-    if not callable(factory):
-        raise TypeError(
-            f"attn_layer must be a class or factory building an attention module, got "
-            f"{type(factory).__name__}"
-        )
     extra = {} if rotary is None else {"rotary": rotary}
-    module = factory(
-        embed_dim, num_heads, dropout=dropout, bias=bias, device=device, dtype=dtype, **extra
+    return build_injected(
+        factory,
+        embed_dim,
+        num_heads,
+        name="attn_layer",
+        expected="a class or factory building an attention module",
+        dropout=dropout,
+        bias=bias,
+        device=device,
+        dtype=dtype,
+        **extra,
     )
-    if not isinstance(module, nn.Module):
-        raise TypeError(
-            f"attn_layer must build an nn.Module, got {type(module).__name__} from {factory!r}"
-        )
-    return module
 
 
 @functools.cache

@@ -25,7 +25,15 @@ from attnlab.train.checkpoint import (
 )
 from attnlab.train.engine import train_loop
 from attnlab.train.loop import FitResult, evaluate, fit
-from attnlab.train.policies import Budget, Epochs, Patience, StopPolicy
+from attnlab.train.policies import (
+    AnyImproves,
+    Budget,
+    Epochs,
+    Improvement,
+    Patience,
+    StopPolicy,
+    Verdict,
+)
 from attnlab.train.schedules import LinearWarmup, PlateauDecay, Scheduled
 from attnlab.train.seeding import (
     capture_rng_state,
@@ -36,6 +44,9 @@ from attnlab.train.seeding import (
 )
 
 __all__ = [
+    "AnyImproves",
+    "Improvement",
+    "Verdict",
     "Budget",
     "BudgetResult",
     "CheckpointDamagedError",

@@ -5,7 +5,8 @@ Layout of a `checkpoint_dir` (the same for `fit`, `fit_budget` and `train_loop`)
 - `last/`: model, optimizer, history, best-so-far, patience counter, optimizer steps,
   learning-rate scheduler states and RNG states after the latest finished epoch;
   everything needed to continue exactly (`_resume.py` reads it back).
-- `best/`: the model weights of the best epoch by the monitored validation metric.
+- `best/`: the model weights of the best epoch (by the monitored validation metric,
+  or as the run's improvement rule judges).
 
 `last/` is always written before `best/`. So if an interruption falls between the two
 writes, `last/` records the newer best epoch and is itself that epoch's weights;
@@ -18,7 +19,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -26,6 +27,9 @@ from torch import nn
 from attnlab.train.checkpoint import save_checkpoint, unwrap_model
 from attnlab.train.schedules import Scheduled
 from attnlab.train.seeding import capture_rng_state
+
+if TYPE_CHECKING:
+    from attnlab.train.policies import Verdict
 
 FIT_KIND = "attnlab.train.fit"
 # Version of the `extra` record in `last/`; checkpoints without one come from `fit`
@@ -99,9 +103,10 @@ class FitState:
         monitor: Name of the monitored metric; each record holds it as `val_<monitor>`.
         mode: `"max"` when a higher metric is better, `"min"` when lower is.
         history: One record per finished epoch.
-        best_epoch: 1-based epoch with the best metric so far (0 before any).
-        best_value: Its metric.
-        bad_epochs: Epochs in a row without improvement since then.
+        best_epoch: 1-based epoch judged best so far (0 before any): by default the one
+            with the best monitored metric (see `attnlab.train.policies.Improvement`).
+        best_value: Its `val_<monitor>`.
+        bad_epochs: Epochs in a row without improvement (as judged) since the last one.
         seconds: Training and validation time, over all sessions.
         steps: Optimizer steps taken, over all sessions.
         stopped_by: Reason of the stopping policy that ended the run, or None.
@@ -123,24 +128,24 @@ class FitState:
     rng: dict[str, Any] | None = None
     rng_file: Path | None = None
 
-    def update(self, record: dict[str, float], model: nn.Module) -> bool:
-        """Record a finished epoch; keep a copy of the weights if it is the best so far.
+    def update(self, record: dict[str, float], model: nn.Module, verdict: Verdict) -> bool:
+        """Record a finished epoch as judged; keep a copy of the weights if it is the best.
 
         Args:
             record: The epoch's metrics (with `epoch` and `val_<monitor>`).
             model: The model after that epoch.
+            verdict: The improvement rule's judgement of the epoch (made before it joins
+                the history): an improvement restarts the patience count.
 
         Returns:
-            Whether the epoch improved on the best so far.
+            Whether the epoch is the new best.
         """
         self.history.append(record)
-        value = record[f"val_{self.monitor}"]
-        if self.best_value is None or better(value, self.best_value, self.mode):
-            self.best_epoch, self.best_value, self.bad_epochs = record["epoch"], value, 0
+        if verdict.best:
+            self.best_epoch, self.best_value = record["epoch"], record[f"val_{self.monitor}"]
             self.best_state = copy_state(model)
-            return True
-        self.bad_epochs += 1
-        return False
+        self.bad_epochs = 0 if verdict.improved else self.bad_epochs + 1
+        return verdict.best
 
 
 def scheduler_states(schedules: Sequence[Scheduled]) -> list[dict[str, Any]]:

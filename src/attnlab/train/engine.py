@@ -7,8 +7,9 @@ thin entry points over it. Per epoch it:
 1. calls `step(batch)` for every batch of `batches(epoch)`, backpropagates the loss,
    clips the gradient norm, steps the optimizer and the per-step schedulers, and asks
    the policies whether the epoch in progress must end (a wall-clock budget);
-2. validates, keeps a copy of the weights if the monitored metric improved, steps the
-   per-epoch schedulers, asks the policies whether the run is over;
+2. validates, has the improvement rule judge the epoch (by default: did the monitored
+   metric improve), keeps a copy of the weights of a new best epoch, steps the per-epoch
+   schedulers, asks the policies whether the run is over;
 3. with `checkpoint_dir`, writes `last/` (everything needed to continue, RNG and
    scheduler states included) and, on improvement, `best/`.
 
@@ -53,7 +54,14 @@ from attnlab.train._fitstate import BEST, LAST, MODES, FitState, save_epoch, sch
 from attnlab.train._resume import restore_rng, resume_fit
 from attnlab.train._storage import has_checkpoint, to_json
 from attnlab.train.checkpoint import normalize_config, unwrap_model
-from attnlab.train.policies import REASONS, StopPolicy, check_policies, most_epochs, stop_reason
+from attnlab.train.policies import (
+    REASONS,
+    Improvement,
+    StopPolicy,
+    check_policies,
+    most_epochs,
+    stop_reason,
+)
 from attnlab.train.schedules import Scheduled, SchedulerArg, as_schedules
 
 __all__ = ["StepFn", "train_loop"]
@@ -161,8 +169,18 @@ def _train_epoch(
 
 
 def _check_arguments(
-    monitor: str, mode: str, grad_clip: float | None, directory: Path | None, resume: bool
+    monitor: str,
+    mode: str,
+    improvement: Improvement,
+    grad_clip: float | None,
+    directory: Path | None,
+    resume: bool,
 ) -> None:
+    if not isinstance(improvement, Improvement):
+        raise TypeError(
+            "improvement must be an Improvement rule (e.g. AnyImproves(maximize=..., "
+            f"minimize=...)) or None; got {type(improvement).__name__}"
+        )
     if not isinstance(monitor, str) or not monitor:
         raise ValueError(f"monitor must name a validation metric (without 'val_'); got {monitor!r}")
     if mode not in MODES:
@@ -173,6 +191,30 @@ def _check_arguments(
         )
     if resume and directory is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from; pass checkpoint_dir")
+
+
+def _check_validation(val: Mapping[str, float], needed: Sequence[str]) -> None:
+    missing = [f"val_{name}" for name in needed if f"val_{name}" not in val]
+    if missing:
+        raise ValueError(
+            f"validate() returned {sorted(val)}; it must return {', '.join(map(repr, missing))}, "
+            "the monitored metric(s)"
+        )
+
+
+def _settings(
+    policies: Sequence[StopPolicy],
+    improvement: Improvement,
+    monitor: str,
+    mode: str,
+    grad_clip: float | None,
+) -> dict[str, Any]:
+    """The loop's arguments that checkpoints record (a rule only where it is not the default)."""
+    settings = {k: v for p in policies for k, v in p.settings().items()}
+    settings |= {"monitor": monitor, "mode": mode, "grad_clip": grad_clip}
+    if type(improvement) is not Improvement:
+        settings["improvement"] = {"rule": type(improvement).__name__, **improvement.settings()}
+    return settings
 
 
 def _open(
@@ -222,6 +264,7 @@ def train_loop(
     stop: Sequence[StopPolicy],
     monitor: str = "loss",
     mode: str = "min",
+    improvement: Improvement | None = None,
     summarize: Summarize = mean_loss,
     lr_scheduler: SchedulerArg = None,
     grad_clip: float | None = None,
@@ -245,9 +288,15 @@ def train_loop(
             train mode when it is called.
         optimizer: Optimizer over the model's parameters.
         stop: Stopping policies, one `Epochs` among them, asked in order.
-        monitor: Metric that picks the best epoch: `validate()` returns `val_<monitor>`.
+        monitor: Metric that picks the best epoch: `validate()` returns `val_<monitor>`;
+            with another `improvement` rule, the metric recorded as the best value (and
+            given to plateau schedulers).
         mode: `"min"` when a lower metric is better, `"max"` when higher; ties keep the
             earlier epoch.
+        improvement: Rule judging each epoch: improved (patience restarts) and best
+            (weights kept); None judges `val_<monitor>` alone as above. `AnyImproves`
+            judges several metrics (the GAT paper's early stopping). On resume the rule
+            reads the history back; pass the one the run started with.
         summarize: Epoch sums to training metrics (default: `train_loss`, the mean loss).
         lr_scheduler: Learning-rate scheduler(s) stepped per optimizer step or per epoch
             as each declares (see `attnlab.train.schedules`); saved and resumed.
@@ -265,7 +314,9 @@ def train_loop(
 
     Returns:
         The run's `FitState`: history (`epoch`, training metrics, validation metrics,
-        `lr` if logged, `seconds` of the epoch), best epoch, steps, stop reason.
+        `lr` if logged, `seconds` of the epoch), best epoch, steps, stop reason. The
+        model holds the best epoch's weights (its last ones if no epoch was judged best,
+        which the default rule never leaves).
 
     Raises:
         FileExistsError: If `checkpoint_dir` already holds a run and `resume` is False.
@@ -281,11 +332,12 @@ def train_loop(
     policies = check_policies(stop)
     schedules = as_schedules(lr_scheduler, optimizer)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    _check_arguments(monitor, mode, grad_clip, directory, resume)
+    improvement = Improvement() if improvement is None else improvement
+    _check_arguments(monitor, mode, improvement, grad_clip, directory, resume)
+    needed = dict.fromkeys((monitor, *improvement.metrics(monitor)))  # ordered, no repeats
     config_json = normalize_config(config)
     generators = dict(generators or {})
-    settings = {k: v for p in policies for k, v in p.settings().items()}
-    settings |= {"monitor": monitor, "mode": mode, "grad_clip": grad_clip}
+    settings = _settings(policies, improvement, monitor, mode, grad_clip)
     if directory is not None:  # fail now, not after the first epoch
         to_json(scheduler_states(schedules), "lr_scheduler state")
     state = _open(
@@ -314,14 +366,10 @@ def train_loop(
             label = f"{desc} epoch {epoch}/{epochs}".strip()
             train, lr = _train_epoch(run, batches(epoch), state, epoch, label, clock)
             val = dict(validate())
-            if f"val_{monitor}" not in val:
-                raise ValueError(
-                    f"validate() returned {sorted(val)}; it must return 'val_{monitor}', "
-                    "the monitored metric"
-                )
+            _check_validation(val, needed)
             record = {"epoch": epoch, **train, **val, **({"lr": lr} if log_lr else {})}
             record["seconds"] = time.perf_counter() - start
-            improved = state.update(record, model)
+            best = state.update(record, model, improvement.judge(state, record))
             for schedule in per_epoch:
                 schedule.step(record[f"val_{monitor}"])
             state.seconds = clock()
@@ -333,7 +381,7 @@ def train_loop(
                     optimizer=optimizer,
                     state=state,
                     config=config_json,
-                    improved=improved,
+                    improved=best,
                     generators=generators,
                     settings=settings,
                     schedules=schedules,
@@ -347,6 +395,6 @@ def train_loop(
                 directory / LAST,
             )
         raise
-    assert state.best_state is not None  # at least one epoch ran or was resumed
-    unwrap_model(model).load_state_dict(state.best_state)
+    if state.best_state is not None:  # always, under the default rule
+        unwrap_model(model).load_state_dict(state.best_state)
     return state

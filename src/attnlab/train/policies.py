@@ -1,4 +1,4 @@
-"""When training stops: the stopping policies of the one training loop.
+"""When training stops, and which epochs count: the policies of the one training loop.
 
 The loop asks every policy after each epoch whether it is `reached`, and after each
 optimizer step whether it `interrupts` the epoch in progress (only a wall-clock budget
@@ -6,27 +6,37 @@ does; that epoch is then validated like any other). Policies combine: the run st
 the first one reached, in the order given, and records its `reason` (`"epochs"`,
 `"patience"`, `"budget"`). Every run has exactly one `Epochs`, its most epochs.
 
+An `Improvement` rule judges each epoch: whether it `improved` (the patience counter
+restarts) and whether it is the `best` (its weights are kept). The default judges the
+monitored metric alone; `AnyImproves` judges several (the GAT paper's early stopping).
+
 Example:
     >>> stop = (Epochs(20), Patience(3))  # at most 20 epochs, 3 without improvement
     >>> budgeted = (Budget(600.0), Epochs(50), Patience(5))
+    >>> gat = AnyImproves(maximize=("accuracy",), minimize=("loss",))
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+from attnlab.train._fitstate import better
 from attnlab.train._integrity import is_int
 
 if TYPE_CHECKING:
     from attnlab.train._fitstate import FitState
 
 __all__ = [
+    "AnyImproves",
     "Budget",
     "Epochs",
+    "Improvement",
     "Patience",
     "StopPolicy",
+    "Verdict",
     "check_policies",
     "most_epochs",
     "stop_reason",
@@ -198,3 +208,125 @@ def stop_reason(policies: Sequence[StopPolicy], state: FitState) -> str | None:
         The `reason` of the first policy reached, or None.
     """
     return next((p.reason for p in policies if p.reached(state)), None)
+
+
+class Verdict(NamedTuple):
+    """How an epoch compares with those before it.
+
+    Attributes:
+        improved: It counts as progress: the patience counter restarts.
+        best: Its weights become the ones the run keeps (an epoch that is best improved).
+    """
+
+    improved: bool
+    best: bool
+
+
+class Improvement:
+    """The default rule: an epoch improves, and is the best, when the monitor is strictly better.
+
+    `val_<monitor>` is compared in the run's `mode` with its value at the best epoch so
+    far: ties keep the earlier epoch, NaN never improves, anything beats a NaN best.
+    Subclasses judge otherwise (`AnyImproves`).
+    """
+
+    def metrics(self, monitor: str) -> tuple[str, ...]:
+        """The validation metrics (without `val_`) the rule reads.
+
+        Args:
+            monitor: The run's monitored metric.
+
+        Returns:
+            `(monitor,)` for this rule.
+        """
+        return (monitor,)
+
+    def judge(self, state: FitState, record: Mapping[str, float]) -> Verdict:
+        """Judge a finished epoch against the run so far.
+
+        Args:
+            state: The run's progress before this epoch (history, best epoch and value).
+            record: The epoch's metrics, with `val_<name>` for each of `metrics()`.
+
+        Returns:
+            Whether it improved and whether it is the new best.
+        """
+        value = record[f"val_{state.monitor}"]
+        new = state.best_value is None or better(value, state.best_value, state.mode)
+        return Verdict(improved=new, best=new)
+
+    def settings(self) -> dict[str, Any]:
+        """The rule's arguments, recorded in checkpoints for reference.
+
+        Returns:
+            Its dataclass fields by name (empty for the default rule).
+        """
+        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+
+def _names(value: object, what: str) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
+        raise TypeError(f"{what} must be a tuple of metric names (without 'val_'); got {value!r}")
+    return tuple(names)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnyImproves(Improvement):
+    """Improved when any metric is at its best so far, best when all are (GAT's rule).
+
+    Velickovic et al. 2018's early stopping (the authors' code): an epoch counts as
+    progress when validation accuracy is at least its highest so far or validation loss
+    at most its lowest so far, ties included, and the weights kept are those of the last
+    epoch at which both were. "So far" covers every epoch before, best or not; a NaN is
+    never at its best and does not move the running best.
+
+    Attributes:
+        maximize: Metrics (without `val_`) for which higher is better.
+        minimize: Metrics for which lower is better.
+
+    Example:
+        >>> rule = AnyImproves(maximize=("accuracy",), minimize=("loss",))
+        >>> rule.metrics("loss")
+        ('accuracy', 'loss')
+    """
+
+    maximize: tuple[str, ...] = ()
+    minimize: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        maximize, minimize = _names(self.maximize, "maximize"), _names(self.minimize, "minimize")
+        both = set(maximize) & set(minimize)
+        if both or not maximize + minimize:
+            raise ValueError(
+                "AnyImproves needs at least one metric, each in maximize or minimize, not both; "
+                f"got maximize={maximize}, minimize={minimize}"
+            )
+        object.__setattr__(self, "maximize", maximize)
+        object.__setattr__(self, "minimize", minimize)
+
+    def metrics(self, monitor: str) -> tuple[str, ...]:
+        """The metrics judged (the monitor only names the value recorded as best)."""
+        return self.maximize + self.minimize
+
+    def judge(self, state: FitState, record: Mapping[str, float]) -> Verdict:
+        """Each metric against its running best over every earlier epoch."""
+        at_best = [
+            _at_best(f"val_{name}", higher, state.history, record)
+            for names, higher in ((self.maximize, True), (self.minimize, False))
+            for name in names
+        ]
+        return Verdict(improved=any(at_best), best=all(at_best))
+
+
+def _at_best(
+    key: str, higher: bool, history: Sequence[Mapping[str, float]], record: Mapping[str, float]
+) -> bool:
+    """Whether `record[key]` is at least as good as every earlier non-NaN value of it."""
+    value = record[key]
+    if math.isnan(value):
+        return False
+    earlier = [r[key] for r in history if not math.isnan(r[key])]
+    if not earlier:
+        return True
+    return value >= max(earlier) if higher else value <= min(earlier)
