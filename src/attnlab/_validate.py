@@ -28,7 +28,9 @@ T = TypeVar("T")
 __all__ = [
     "as_positive",
     "as_size",
+    "describe",
     "device_problem",
+    "dtype_name",
     "lookup",
     "positive_float",
     "probability",
@@ -150,3 +152,20 @@ def lookup(table: Mapping[str, T], name: object, what: str) -> T:
 
 def _names(names: Iterable[str]) -> str:
     return ", ".join(sorted(names))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` for ``torch.float32``: how messages and manifests name a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
+def describe(value: object) -> str:
+    """What a value is, for a message: ``"float32 tensor of shape (4, 3)"`` or ``"dict"``.
+
+    Example:
+        >>> describe(torch.zeros(4, 3)), describe({})
+        ('float32 tensor of shape (4, 3)', 'dict')
+    """
+    if isinstance(value, torch.Tensor):
+        return f"{dtype_name(value.dtype)} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__

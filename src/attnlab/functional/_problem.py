@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from attnlab._validate import dtype_name
 from attnlab.functional.scores import Score
 
 CAUSAL_ALIGNMENTS = ("upper_left", "lower_right")
@@ -207,7 +208,7 @@ def check_dtype(name: str, t: Tensor, dtype: torch.dtype | None, owner: str) -> 
         raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
     if dtype is None or torch.is_autocast_enabled(t.device.type):
         return
-    got, want = _short(t.dtype), _short(dtype)
+    got, want = dtype_name(t.dtype), dtype_name(dtype)
     raise TypeError(
         f"{name} is {got} but {owner}'s parameters are {want}; call "
         f"module.to({t.dtype}) or pass {want} inputs"
@@ -218,10 +219,6 @@ def _layout(dims: tuple[str, ...], length: str | None = None) -> str:
     if length is not None and len(dims) >= 2:
         dims = dims[:-2] + (length, dims[-1])
     return f"({', '.join(dims)})"
-
-
-def _short(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def pair_values(

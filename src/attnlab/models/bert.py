@@ -27,7 +27,9 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from attnlab._validate import describe
 from attnlab.data.pretrained import BertConfig, load_bert_config, locate_pretrained
+from attnlab.masks.check import check_mask
 from attnlab.nn._checks import as_positive, check_ids, check_tensor, factory_kwargs, probability
 from attnlab.nn.multihead import MultiHeadAttention
 from attnlab.nn.pooling import AttentionPooling
@@ -41,6 +43,8 @@ __all__ = [
     "convert_hf_bert",
     "hf_bert_key_map",
 ]
+
+_PADDING = "a padding mask (B, L), True = real token"
 
 # Hugging Face's activation names -> attnlab's.
 _ACTIVATION = {
@@ -202,9 +206,7 @@ class BertEncoder(nn.Module):
                 f"input has {ids.shape[1]} tokens; this model takes at most "
                 f"{self.config.max_position_embeddings} (truncate when tokenising)"
             )
-        if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
-            raise TypeError(f"mask must be a bool tensor, True = real token; got {_describe(mask)}")
-        if mask is not None and mask.shape != ids.shape:
+        if mask is not None and check_mask(mask, ndim_max=2, expected=_PADDING).shape != ids.shape:
             raise ValueError(
                 f"mask must have input_ids' shape {tuple(ids.shape)}, got {tuple(mask.shape)}"
             )
@@ -347,12 +349,6 @@ def _check_config(config: BertConfig) -> None:
         probability(name, getattr(config, name))
 
 
-def _describe(value: object) -> str:
-    if isinstance(value, Tensor):
-        return f"{str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
-
-
 class PooledClassifier(nn.Module):
     """[BERT encoder ->] attention pooling over token states -> dropout -> linear classifier.
 
@@ -385,10 +381,9 @@ class PooledClassifier(nn.Module):
     def forward_with_weights(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and the pooling weights."""
         check_tensor("x", x)
-        if check_tensor("mask", mask).dtype != torch.bool or mask.shape != x.shape[:2]:
+        if check_mask(mask, ndim_max=2, expected=_PADDING).shape != x.shape[:2]:
             raise ValueError(
-                f"mask must be a bool tensor (B, L) = {tuple(x.shape[:2])}, True = token; got "
-                f"{_describe(mask)}"
+                f"mask must be (B, L) = {tuple(x.shape[:2])}, True = token; got {describe(mask)}"
             )
         n = int(mask.sum(1).max())
         x, kept = x[:, :n], mask[:, :n]

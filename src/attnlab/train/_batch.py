@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnlab._validate import describe
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -66,20 +68,6 @@ def classify_metrics(sums: Sums, source: str) -> dict[str, float]:
     if count == 0:
         raise ValueError(f"{source} yielded no batches; give it at least one batch")
     return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
-
-
-def describe(value: Any) -> str:
-    """Describe a value for an error message: dtype and shape of a tensor, else its type.
-
-    Args:
-        value: Anything.
-
-    Returns:
-        E.g. `"float32 tensor of shape (4, 3)"` or `"dict"`.
-    """
-    if isinstance(value, Tensor):
-        return f"{str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
 
 
 def model_device(model: nn.Module) -> torch.device | None:

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load
 
+from attnlab._validate import dtype_name
 from attnlab.train._storage import FORMAT, MANIFEST, MODEL_FILE, VERSION, recover_directory
 
 __all__ = [
@@ -224,10 +225,6 @@ def _is_record(record: Any) -> bool:
     )
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def describe_file(path: Path, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """What the manifest records about a tensor file: its sha256 and each tensor's layout.
 
@@ -243,7 +240,7 @@ def describe_file(path: Path, tensors: Mapping[str, torch.Tensor]) -> dict[str, 
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
     layout = {
-        name: {"dtype": _dtype_name(t.dtype), "shape": list(t.shape)} for name, t in tensors.items()
+        name: {"dtype": dtype_name(t.dtype), "shape": list(t.shape)} for name, t in tensors.items()
     }
     return {"sha256": digest.hexdigest(), "tensors": layout}
 
@@ -262,7 +259,7 @@ def _layout_problem(
         got = list(tensors[name].shape)
         if got != list(shape):
             return f"tensor {name!r} has shape {got}, {MANIFEST} says {shape}"
-        dtype = _dtype_name(tensors[name].dtype)
+        dtype = dtype_name(tensors[name].dtype)
         if with_dtypes and dtype != want["dtype"]:
             return f"tensor {name!r} is {dtype}, {MANIFEST} says {want['dtype']}"
     return None

@@ -49,7 +49,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from attnlab.train._batch import Sums, accumulate, describe
+from attnlab._validate import describe
+from attnlab.train._batch import Sums, accumulate
 from attnlab.train._fitstate import BEST, LAST, MODES, FitState, save_epoch, scheduler_states
 from attnlab.train._resume import restore_rng, resume_fit
 from attnlab.train._storage import has_checkpoint, to_json
