@@ -200,4 +200,4 @@ def test_models_reject_inputs_of_another_dtype_than_their_parameters():
     pooled = PooledClassifier(8, 2)
     states, mask = torch.randn(2, 3, 8).double(), torch.ones(2, 3, dtype=torch.bool)
     _raises(lambda: pooled(states, mask), TypeError, "inputs is float64 but AttentionPooling")
-    _raises(lambda: pooled(states.float(), mask.long()), ValueError, "mask must be a bool")
+    _raises(lambda: pooled(states.float(), mask.long()), TypeError, "mask must be boolean")
