@@ -7,10 +7,19 @@ is empty.
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.functional import AttentionOutput
-from attnlab.vision import IMAGE_BLOCKS
+from attnlab.vision import (
+    CBAM,
+    IMAGE_BLOCKS,
+    AttentionGate,
+    ChannelAttention,
+    ResidualAttention,
+    SpatialAttention,
+    SqueezeExcite,
+)
 
 from ._suite import (
     C,
@@ -54,9 +63,24 @@ class GateBlock(nn.Module):
 # Blocks that exist only to exercise the suite; never registered in IMAGE_BLOCKS.
 TEST_ONLY = {"test-gate": ImageCase(GateBlock, {"channels": C, "out_channels": 4}, (4, 3, 4))}
 
-# name -> how the suite builds and calls the IMAGE_BLOCKS entry of that name.
+
+def _gate_call(module: nn.Module, x: Tensor) -> AttentionOutput:
+    """The gate's gating signal g: x max-pooled by 2 (floor mode), every other channel."""
+    return module(x, F.max_pool2d(x, 2)[:, ::2])
+
+
+# name -> how the suite builds and calls the IMAGE_BLOCKS entry of that name. C = 6, so
+# reduction 2 gives 3 hidden units (the default 16 is refused for 6 channels).
 CASES: dict[str, ImageCase] = {
     **TEST_ONLY,
+    "squeeze-excite": ImageCase(SqueezeExcite, {"channels": C, "reduction": 2}),
+    "cbam": ImageCase(CBAM, {"channels": C, "reduction": 2}),
+    "cbam-channel": ImageCase(ChannelAttention, {"channels": C, "reduction": 2}),
+    "cbam-spatial": ImageCase(SpatialAttention, {"kernel_size": 7}),
+    "attention-gate": ImageCase(
+        AttentionGate, {"x_channels": C, "g_channels": C // 2}, call=_gate_call
+    ),
+    "residual-attention": ImageCase(ResidualAttention, {"channels": C}),
 }
 
 NAMES = sorted(CASES)

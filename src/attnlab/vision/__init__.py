@@ -17,7 +17,27 @@ new block is one entry here and one case in the conformance suite.
 
 from torch import nn
 
-__all__ = ["IMAGE_BLOCKS"]
+from attnlab.vision.attention_gate import AttentionGate
+from attnlab.vision.cbam import CBAM, ChannelAttention, SpatialAttention
+from attnlab.vision.residual_attention import ResidualAttention
+from attnlab.vision.squeeze_excite import SqueezeExcite
+
+__all__ = [
+    "CBAM",
+    "IMAGE_BLOCKS",
+    "AttentionGate",
+    "ChannelAttention",
+    "ResidualAttention",
+    "SpatialAttention",
+    "SqueezeExcite",
+]
 
 # Every image block of the library, for `attnlab list` and the conformance suite.
-IMAGE_BLOCKS: dict[str, type[nn.Module]] = {}
+IMAGE_BLOCKS: dict[str, type[nn.Module]] = {
+    "squeeze-excite": SqueezeExcite,
+    "cbam": CBAM,
+    "cbam-channel": ChannelAttention,
+    "cbam-spatial": SpatialAttention,
+    "attention-gate": AttentionGate,
+    "residual-attention": ResidualAttention,
+}
