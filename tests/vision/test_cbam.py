@@ -241,6 +241,7 @@ def _randomise_batch_norms(module: torch.nn.Module, gen: torch.Generator) -> Non
                 t.copy_(torch.rand(t.shape, generator=gen, dtype=t.dtype) * (high - low) + low)
 
 
+@pytest.mark.timm
 def test_equals_timm_live():
     cbam = pytest.importorskip("timm.layers.cbam")
     gen = torch.Generator().manual_seed(0)

@@ -186,6 +186,7 @@ def test_equals_timm_se_module_from_fixture():
     torch.testing.assert_close(ours(record["input"]).context, record["output"])
 
 
+@pytest.mark.timm
 def test_equals_timm_live():
     timm_layers = pytest.importorskip("timm.layers")
     gen = torch.Generator().manual_seed(0)
