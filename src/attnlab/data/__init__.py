@@ -15,6 +15,11 @@
   with the standard public split.
 - :mod:`attnlab.data.pretrained`: Hugging Face BERT checkpoint folders (the pretrained
   all-MiniLM-L6-v2 from the package index), their config and WordPiece tokenizer.
+- :mod:`attnlab.data.fashion_mnist`: Fashion-MNIST from its IDX files, checked by the
+  digests of the decompressed bytes.
+- :mod:`attnlab.data.image_worlds`: 64x64 worlds of real Fashion-MNIST items with ground
+  truth (clutter with boxes, same-different, segmentation masks) and the localisation
+  share of attention inside a box.
 
 Example:
     >>> corpus = load_sentiment("uci")  # doctest: +SKIP
@@ -34,6 +39,24 @@ from attnlab.data.documents import (
     load_movie_reviews,
     split_sentences,
     synthetic_documents,
+)
+from attnlab.data.fashion_mnist import (
+    CLASSES as FASHION_MNIST_CLASSES,
+)
+from attnlab.data.fashion_mnist import (
+    FashionMNIST,
+    load_fashion_mnist,
+    read_idx,
+)
+from attnlab.data.image_worlds import (
+    ClutterWorld,
+    SameDifferentWorld,
+    SegmentWorld,
+    attention_in_box,
+    make_clutter,
+    make_same_different,
+    make_segment,
+    uniform_box_share,
 )
 from attnlab.data.planetoid import (
     PLANETOID_NAMES,
@@ -139,4 +162,16 @@ __all__ = [
     "sha256_file",
     "split_indices",
     "tokenize",
+    "FASHION_MNIST_CLASSES",
+    "FashionMNIST",
+    "load_fashion_mnist",
+    "read_idx",
+    "ClutterWorld",
+    "SameDifferentWorld",
+    "SegmentWorld",
+    "attention_in_box",
+    "make_clutter",
+    "make_same_different",
+    "make_segment",
+    "uniform_box_share",
 ]
