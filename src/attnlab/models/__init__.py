@@ -21,6 +21,7 @@ from attnlab.models.search import Hypothesis, beam_search, greedy_search
 from attnlab.models.seq2seq import Seq2Seq
 from attnlab.models.seq2seq_attentions import SEQ2SEQ_ATTENTIONS, Seq2SeqOptions, Seq2SeqVariant
 from attnlab.models.transformer import POSITIONS, TransformerLM, TransformerSeq2Seq
+from attnlab.models.vit import VisionTransformer, timm_key_map
 
 __all__ = [
     "GAT",
@@ -43,6 +44,8 @@ __all__ = [
     "TextClassifier",
     "TransformerLM",
     "TransformerSeq2Seq",
+    "VisionTransformer",
     "beam_search",
     "greedy_search",
+    "timm_key_map",
 ]
