@@ -16,6 +16,7 @@ from attnlab.vision import (
     IMAGE_BLOCKS,
     AttentionGate,
     ChannelAttention,
+    NonLocalBlock,
     ResidualAttention,
     SpatialAttention,
     SqueezeExcite,
@@ -81,6 +82,7 @@ CASES: dict[str, ImageCase] = {
         AttentionGate, {"x_channels": C, "g_channels": C // 2}, call=_gate_call
     ),
     "residual-attention": ImageCase(ResidualAttention, {"channels": C}),
+    "non-local": ImageCase(NonLocalBlock, {"channels": C}),
 }
 
 NAMES = sorted(CASES)

@@ -61,6 +61,12 @@ def _gat(quick: bool = False) -> list[dict]:
     return graph.run_gat(quick=quick)
 
 
+def _vision(quick: bool = False) -> list[dict]:
+    from attnlab.bench import vision
+
+    return vision.run_vision(quick=quick)
+
+
 # Suite name -> function(quick: bool) -> rows. Add a suite by adding an entry.
 SUITES: dict[str, Callable[..., list[dict]]] = {
     "core": _core,
@@ -71,6 +77,7 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "gat": _gat,
     "mechanisms": _mechanisms,
     "reversible": _reversible,
+    "vision": _vision,
 }
 
 

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from attnlab.bench import linear, mechanisms, reversible
+from attnlab.bench import linear, mechanisms, reversible, vision
 from attnlab.bench._markdown import markdown_table
 from attnlab.bench.scaling import method_colors, scaling_section, time_figure
 
@@ -298,6 +298,7 @@ def summary_markdown(
         + _throughput_section(rows)
         + _multihead_section(rows)
         + mechanisms.markdown_section(list(rows))
+        + vision.markdown_section(list(rows))
         + _equivalence_section(rows)
         + _gat_section(rows)
         + _memory_section(rows, plotted)

@@ -19,6 +19,7 @@ from torch import nn
 
 from attnlab.vision.attention_gate import AttentionGate
 from attnlab.vision.cbam import CBAM, ChannelAttention, SpatialAttention
+from attnlab.vision.non_local import NonLocalBlock
 from attnlab.vision.residual_attention import ResidualAttention
 from attnlab.vision.squeeze_excite import SqueezeExcite
 
@@ -27,6 +28,7 @@ __all__ = [
     "IMAGE_BLOCKS",
     "AttentionGate",
     "ChannelAttention",
+    "NonLocalBlock",
     "ResidualAttention",
     "SpatialAttention",
     "SqueezeExcite",
@@ -40,4 +42,5 @@ IMAGE_BLOCKS: dict[str, type[nn.Module]] = {
     "cbam-spatial": SpatialAttention,
     "attention-gate": AttentionGate,
     "residual-attention": ResidualAttention,
+    "non-local": NonLocalBlock,
 }
