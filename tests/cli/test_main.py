@@ -302,7 +302,7 @@ def test_bench_unknown_suite(capsys):
     [
         (["run", "clitoy", "--steps", "x"], "attnlab run clitoy: error: argument --steps: invalid"),
         (["bench", "--bogus"], "attnlab: error: unrecognized arguments: --bogus (see attnlab -h)"),
-        (["explain"], "attnlab explain: error: the following arguments are required: text"),
+        (["explain"], "attnlab: error: explain needs a sentence"),
     ],
 )
 def test_flag_errors_are_one_line_without_the_usage_block(argv, words, capsys):

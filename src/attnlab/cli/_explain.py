@@ -1,5 +1,9 @@
 """``attnlab explain "a sentence"``: what a model attends to, as pictures and a page.
 
+``attnlab explain --model RUN_DIR --image INDEX_OR_PNG`` does the same for one image
+through the trained models of an image experiment's run (``image-classify``,
+``clutter``, ``same-different``, ``segment``): their attention maps over the image.
+
 ``--model minilm`` (the default) is the pretrained all-MiniLM-L6-v2 encoder;
 ``--model RUN_DIR`` is a run of an experiment that can explain itself (its
 :class:`~attnlab.experiments.ExperimentSpec` has ``explain``, and its Config an
@@ -41,7 +45,13 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
         help="draw what a model attends to in one sentence",
         description="Heatmaps per layer and head, rollout and flow bars, and a hover page.",
     )
-    explain.add_argument("text", help="the sentence to explain")
+    explain.add_argument("text", nargs="?", default=None, help="the sentence to explain")
+    explain.add_argument(
+        "--image",
+        default=None,
+        metavar="INDEX_OR_PNG",
+        help="explain an image instead: a test-set index or a PNG file (needs --model RUN)",
+    )
     explain.add_argument(
         "--model",
         default="minilm",
@@ -193,14 +203,41 @@ def _check_picks(args: argparse.Namespace, model: _Model) -> None:
     select_heads(model.layers, model.heads, 0, layers=args.layers, heads=args.heads)
 
 
+def _explain_image(args: argparse.Namespace, out: Path) -> int:
+    """``attnlab explain --model RUN --image INDEX_OR_PNG``: the run's image attention."""
+    if args.text is not None:
+        raise ValueError("give a sentence or --image, not both")
+    if args.model == "minilm":
+        raise ValueError(
+            "--image needs --model RUN_DIR, the folder of an image experiment's run "
+            "(image-classify, clutter, same-different, segment)"
+        )
+    spec, config = read_run(Path(args.model), data_dir=args.data_dir)
+    if spec.explain_image is None:
+        raise ValueError(
+            f"runs of {spec.name!r} hold no image model; --image explains runs of "
+            "image-classify, clutter, same-different or segment"
+        )
+    check_new_dir(out)
+    for path in spec.explain_image(config, Path(args.model), args.image, out):
+        print(f"wrote {path}")
+    return 0
+
+
 def explain_command(args: argparse.Namespace) -> int:
     """Handle ``attnlab explain TEXT [--model ...] [--layers ...] [--out DIR]``."""
+    checks.folder(args, "data_dir")
+    out = args.out or Path("runs/explain") / time.strftime("%Y%m%d-%H%M%S")
+    if args.image is not None:
+        return _explain_image(args, out)
+    if args.text is None:
+        raise ValueError(
+            'explain needs a sentence, e.g. "the film was great", or --image INDEX_OR_PNG'
+        )
     text = " ".join(args.text.split())
     if not text:
         raise ValueError('explain needs a sentence; got an empty one, e.g. "the film was great"')
     checks.at_least(args, MIN_TOKENS, "max_tokens")
-    checks.folder(args, "data_dir")
-    out = args.out or Path("runs/explain") / time.strftime("%Y%m%d-%H%M%S")
     check_new_dir(out)
     if args.model == "minilm":
         model = _minilm(args.data_dir)
