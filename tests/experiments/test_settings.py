@@ -34,6 +34,12 @@ CHANGED = {
     "sentiment": dict(dataset="rotten-tomatoes", seeds=1, patience=2, batch_size=64),
     "han": dict(seeds=1, documents=60, models=("han",), monitor="accuracy"),
     "gat": dict(runs=2, models=("gat",), picture=False, lr=0.01),
+    "image-classify": dict(
+        models=("cnn", "vit"), seeds=1, widths=(8, 16), budget_minutes=4.0, vit_dim=32
+    ),
+    "clutter": dict(models=("cnn", "gated"), seeds=1, budget_minutes=4.0),
+    "same-different": dict(models=("cnn-nonlocal",), seeds=2, budget_minutes=5.0),
+    "segment": dict(models=("unet",), seeds=1, budget_minutes=6.0),
     "minilm-sentiment": dict(mode="probe", seeds=2, lr=1e-4, weight_decay=0.0),
     "translate": dict(
         compare=True,

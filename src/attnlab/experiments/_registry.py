@@ -25,9 +25,13 @@ __all__ = ["BUILTIN", "EXPERIMENTS", "ExperimentSpec", "available", "get_experim
 
 # Modules that register the shipped experiments when imported; see `_load_builtin`.
 BUILTIN: tuple[str, ...] = (
+    "attnlab.experiments.clutter",
     "attnlab.experiments.gat",
     "attnlab.experiments.han",
+    "attnlab.experiments.image_classify",
     "attnlab.experiments.minilm",
+    "attnlab.experiments.same_different",
+    "attnlab.experiments.segment",
     "attnlab.experiments.sentiment",
     "attnlab.experiments.translate",
 )
@@ -53,6 +57,10 @@ class ExperimentSpec:
         explain: Optional ``explain(config, run_folder, text)`` returning the
             :class:`~attnlab.interpret.explain.AttentionTrace` of one sentence through the
             run's trained model (``attnlab explain TEXT --model RUN_FOLDER``).
+        explain_image: Optional ``explain_image(config, run_folder, image, out)``: draws
+            what the run's trained models attend to in one image (``image`` is a test
+            index or a PNG path, as typed after ``attnlab explain --image``) into the new
+            folder ``out``, and returns the paths written.
     """
 
     name: str
@@ -62,6 +70,7 @@ class ExperimentSpec:
     dataset: Callable[[Any], str]
     report: Callable[[Any, Outcome[Any], RunDir], str] | None = None
     explain: Callable[[Any, Path, str], Any] | None = None
+    explain_image: Callable[[Any, Path, str, Path], list[Path]] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", self.name):

@@ -21,6 +21,16 @@ Inside a model:
 - :func:`plot_graph_attention`: a graph's nodes (e.g. t-SNE coordinates) with edges
   drawn by their attention.
 
+Images (``(C, H, W)`` or ``(H, W)``, float in [0, 1] or uint8):
+
+- :func:`overlay`: a map upsampled onto its image and blended with a colour map;
+  :func:`plot_image_maps` (one image, named maps), :func:`plot_attention_grid` (many
+  images, one map each), :func:`plot_query_attention` (non-local query pixels).
+- :func:`plot_channel_excitations` (SE, per class and stage) and
+  :func:`plot_attention_distance` (ViT, per head and layer), with their statistics.
+- :func:`image_attention_page`: test images with tabs of overlays, one HTML file.
+- :func:`explain_image`: one image through a model, every picture of its attention.
+
 Weights may be torch tensors (any dtype or device) or numpy arrays. The module draws
 with matplotlib's object API and the Agg backend: no display, no global pyplot state.
 """
@@ -31,6 +41,7 @@ from attnlab.interpret.documents import (
     document_html,
     write_document_html,
 )
+from attnlab.interpret.explain_image import explain_image, image_attention_maps
 from attnlab.interpret.graph import graph_attention_figure, plot_graph_attention
 from attnlab.interpret.grid import AlignmentPanel, plot_alignment_grid
 from attnlab.interpret.heads import (
@@ -50,6 +61,18 @@ from attnlab.interpret.heatmap import (
 )
 from attnlab.interpret.hover import attention_html, attention_payload, write_attention_html
 from attnlab.interpret.html import TextAttentionExample, highlight_html, write_highlight_html
+from attnlab.interpret.image_charts import (
+    mean_excitation_by_class,
+    plot_attention_distance,
+    plot_channel_excitations,
+)
+from attnlab.interpret.image_page import image_attention_html, image_attention_page
+from attnlab.interpret.images import (
+    overlay,
+    plot_attention_grid,
+    plot_image_maps,
+    plot_query_attention,
+)
 from attnlab.interpret.rollout import HeadFusion, attention_flow, attention_rollout, fuse_layers
 from attnlab.interpret.subwords import group_pieces, merge_subword_alignment
 
@@ -87,4 +110,15 @@ __all__ = [
     "plot_token_weights",
     "token_weights_figure",
     "write_highlight_html",
+    "overlay",
+    "plot_attention_grid",
+    "plot_image_maps",
+    "plot_query_attention",
+    "mean_excitation_by_class",
+    "plot_attention_distance",
+    "plot_channel_excitations",
+    "image_attention_html",
+    "image_attention_page",
+    "explain_image",
+    "image_attention_maps",
 ]

@@ -15,12 +15,14 @@ from attnlab.models.bert import (
     hf_bert_key_map,
 )
 from attnlab.models.classifier import POOLINGS, TextClassifier
+from attnlab.models.convnet import ConvNet
 from attnlab.models.gat import GAT, GAT_LAYERS
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.models.search import Hypothesis, beam_search, greedy_search
 from attnlab.models.seq2seq import Seq2Seq
 from attnlab.models.seq2seq_attentions import SEQ2SEQ_ATTENTIONS, Seq2SeqOptions, Seq2SeqVariant
 from attnlab.models.transformer import POSITIONS, TransformerLM, TransformerSeq2Seq
+from attnlab.models.unet import UNet
 from attnlab.models.vit import VisionTransformer, timm_key_map
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "GAT_LAYERS",
     "BertEmbeddings",
     "BertEncoder",
+    "ConvNet",
     "PooledClassifier",
     "convert_hf_bert",
     "hf_bert_key_map",
@@ -44,6 +47,7 @@ __all__ = [
     "TextClassifier",
     "TransformerLM",
     "TransformerSeq2Seq",
+    "UNet",
     "VisionTransformer",
     "beam_search",
     "greedy_search",
