@@ -48,6 +48,8 @@ def test_smoke_run_writes_results_report_pictures_and_page(tmp_path):
         assert f"true: {clutter.CLASSES[int(label)]}" in page
     report = (out / "report.md").read_text()
     assert "attnlab run clutter" in report and "localisation" in report and "n/a" in report
+    assert "Goal: CBAM's or the gate's localisation at least 0.5" in report
+    assert "Measured: cnn-cbam 0." in report and "; gated 0." in report
 
 
 def _trained_like(name, cfg):

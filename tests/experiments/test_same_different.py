@@ -33,6 +33,7 @@ def test_smoke_run_writes_results_report_pictures_and_page(tmp_path):
     assert "cnn-nonlocal: from item 1" in page and "cnn-nonlocal: from item 2" in page
     report = (out / "report.md").read_text()
     assert "receptive field of the last stage 14x14 px" in report  # two stages
+    assert "Goal: the non-local model at least 10 points above the CNN. Measured: " in report
 
 
 @pytest.mark.usefixtures("fake_items")

@@ -35,6 +35,7 @@ def test_smoke_run_writes_dice_by_size_pictures_and_page(tmp_path):
     assert "target 10 px" in page
     report = (out / "report.md").read_text()
     assert "| model | 10 px (4 canvases) | 16 px (4 canvases)" in report
+    assert "on the smallest targets (10 px). Measured: " in report
 
 
 def test_gate_maps_are_the_captured_coefficients_finest_first():

@@ -47,7 +47,7 @@ Run: ``attnlab run clutter [--models cnn gated ...] [--seeds N] [--budget-minute
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -61,7 +61,15 @@ from attnlab.data.image_worlds import (
     make_clutter,
     uniform_box_share,
 )
-from attnlab.experiments import ExperimentSpec, Outcome, RunDir, SeedResult, register, run_models
+from attnlab.experiments import (
+    ExperimentSpec,
+    ModelResult,
+    Outcome,
+    RunDir,
+    SeedResult,
+    register,
+    run_models,
+)
 from attnlab.experiments import _checks as checks
 from attnlab.experiments._images import CLASSIFY, ImageTraining, predict, seed_budget, train_seed
 from attnlab.experiments._worlds import (
@@ -325,6 +333,29 @@ def run(cfg: ClutterConfig, run_dir: RunDir) -> Outcome[Worlds[ClutterWorld]]:
     return Outcome(results, worlds)
 
 
+def _goal(results: Sequence[ModelResult]) -> list[str]:
+    """The goal line: CBAM's or the gate's localisation >= 0.5 with accuracy above the CNN."""
+    means = {r.model: {k: sum(v) / len(v) for k, v in r.metrics.items()} for r in results}
+    if "cnn" not in means:
+        return []
+    cnn = means["cnn"]["test_accuracy"]
+    found = [
+        f"{name} {m['localisation']:.3f} ({m['localisation'] / m['localisation_uniform']:.1f}x "
+        f"uniform) at {100 * m['test_accuracy']:.2f}% accuracy"
+        for name, m in means.items()
+        if name in ("cnn-cbam", "gated")
+    ]
+    if not found:
+        return []
+    return [
+        "Goal: CBAM's or the gate's localisation at least 0.5 (three times the uniform share "
+        f"or more) with accuracy above the plain CNN's ({100 * cnn:.2f}%). Measured: "
+        + "; ".join(found)
+        + ".",
+        "",
+    ]
+
+
 def _report(cfg: ClutterConfig, outcome: Outcome[Worlds[ClutterWorld]], run_dir: RunDir) -> str:
     worlds, results = outcome.data, outcome.results
     splits, items = worlds.splits, worlds.items
@@ -351,6 +382,7 @@ def _report(cfg: ClutterConfig, outcome: Outcome[Worlds[ClutterWorld]], run_dir:
         f"on {torch.get_num_threads()} thread(s) (85% of {cfg.budget_minutes:g} min over "
         f"{len(cfg.models) * cfg.seeds} runs).",
         "",
+        *_goal(results),
         "| model | what | epochs | best epoch | localisation of every map (seed 0) |",
         "|---|---|---|---|---|",
     ]

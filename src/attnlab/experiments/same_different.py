@@ -56,7 +56,15 @@ from torch import Tensor, nn
 
 from attnlab.data.image_worlds import SameDifferentWorld, attention_in_box, make_same_different
 from attnlab.data.image_worlds import uniform_box_share as box_share
-from attnlab.experiments import ExperimentSpec, Outcome, RunDir, SeedResult, register, run_models
+from attnlab.experiments import (
+    ExperimentSpec,
+    ModelResult,
+    Outcome,
+    RunDir,
+    SeedResult,
+    register,
+    run_models,
+)
 from attnlab.experiments import _checks as checks
 from attnlab.experiments._images import CLASSIFY, ImageTraining, predict, seed_budget, train_seed
 from attnlab.experiments._worlds import (
@@ -276,6 +284,21 @@ def run(cfg: SameDifferentConfig, run_dir: RunDir) -> Outcome[Worlds[SameDiffere
     return Outcome(results, worlds)
 
 
+def _goal(results: list[ModelResult]) -> list[str]:
+    """The goal line: the non-local model at least 10 points above the CNN."""
+    acc = {
+        r.model: sum(r.metrics["test_accuracy"]) / len(r.metrics["test_accuracy"]) for r in results
+    }
+    if set(acc) != set(MODELS):
+        return []
+    gap = 100 * (acc["cnn-nonlocal"] - acc["cnn"])
+    return [
+        f"Goal: the non-local model at least 10 points above the CNN. Measured: {gap:+.2f} "
+        f"points ({100 * acc['cnn-nonlocal']:.2f}% against {100 * acc['cnn']:.2f}%).",
+        "",
+    ]
+
+
 def _report(
     cfg: SameDifferentConfig, outcome: Outcome[Worlds[SameDifferentWorld]], run_dir: RunDir
 ) -> str:
@@ -302,6 +325,7 @@ def _report(
         "that falls inside the other item's box (uniform attention: "
         "attention_to_partner_uniform).",
         "",
+        *_goal(results),
         "| model | epochs | best epoch |",
         "|---|---|---|",
     ]

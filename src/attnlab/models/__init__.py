@@ -17,6 +17,7 @@ from attnlab.models.bert import (
 from attnlab.models.classifier import POOLINGS, TextClassifier
 from attnlab.models.convnet import ConvNet
 from attnlab.models.gat import GAT, GAT_LAYERS
+from attnlab.models.gated_classifier import GatedClassifier
 from attnlab.models.han import FlatClassifier, HANClassifier
 from attnlab.models.search import Hypothesis, beam_search, greedy_search
 from attnlab.models.seq2seq import Seq2Seq
@@ -38,6 +39,7 @@ __all__ = [
     "POSITIONS",
     "SEQ2SEQ_ATTENTIONS",
     "FlatClassifier",
+    "GatedClassifier",
     "HANClassifier",
     "Hypothesis",
     "PositionScheme",
