@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from attnlab.experiments import _checks as checks
+from attnlab.experiments._framework import run_models
 from attnlab.experiments._image_data import (
     ImageSplits,
     Split,
@@ -36,7 +37,8 @@ from attnlab.experiments._image_data import (
     epoch_batches,
     holdout,
 )
-from attnlab.experiments._results import SeedResult, count_parameters
+from attnlab.experiments._results import ModelResult, SeedResult, count_parameters
+from attnlab.experiments._rundir import RunDir
 from attnlab.experiments._settings import Checked
 from attnlab.train import Budget, Epochs, seed_everything, train_loop
 
@@ -441,4 +443,29 @@ def train_seed(
             "stopped_by": fitted.stopped_by,
         },
         note=f"{fitted.epochs} epochs, best {fitted.best_epoch}, stopped by {fitted.stopped_by}",
+    )
+
+
+def train_models(
+    models: Sequence[str],
+    seeds: int,
+    train_one: Callable[[str, int], SeedResult],
+    run_dir: RunDir,
+    *,
+    recorded: Sequence[str],
+) -> list[ModelResult]:
+    """``train_one(model, seed)`` for every model over seeds ``0..seeds - 1``.
+
+    ``recorded`` names the per-seed ``extra`` entries (epochs, best epoch, validation
+    score, ...) kept in ``results.json`` as ``<name>_runs`` lists; an entry a model does
+    not record is left out.
+    """
+    return run_models(
+        models,
+        range(seeds),
+        train_one,
+        records=run_dir,
+        summary=lambda name, runs: {
+            f"{key}_runs": [r.extra[key] for r in runs] for key in recorded if key in runs[0].extra
+        },
     )

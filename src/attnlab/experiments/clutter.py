@@ -68,10 +68,16 @@ from attnlab.experiments import (
     RunDir,
     SeedResult,
     register,
-    run_models,
 )
 from attnlab.experiments import _checks as checks
-from attnlab.experiments._images import CLASSIFY, ImageTraining, predict, seed_budget, train_seed
+from attnlab.experiments._images import (
+    CLASSIFY,
+    ImageTraining,
+    predict,
+    seed_budget,
+    train_models,
+    train_seed,
+)
 from attnlab.experiments._worlds import (
     PAGE,
     Worlds,
@@ -310,20 +316,15 @@ def train_one(
     )
 
 
-def _summary(name: str, runs: list[SeedResult]) -> dict[str, list]:
-    keys = ["epochs", "best_epoch", "stopped_by", "val_accuracy", "localisation_by_map"]
-    return {f"{k}_runs": [r.extra[k] for r in runs] for k in keys if k in runs[0].extra}
-
-
 def run(cfg: ClutterConfig, run_dir: RunDir) -> Outcome[Worlds[ClutterWorld]]:
     """Train every model over every seed; draw the seed-0 attention models and the page."""
     worlds = prepare(cfg)
-    results = run_models(
+    results = train_models(
         cfg.models,
-        range(cfg.seeds),
+        cfg.seeds,
         lambda name, seed: train_one(cfg, worlds, name, seed, run_dir),
-        records=run_dir,
-        summary=_summary,
+        run_dir,
+        recorded=("epochs", "best_epoch", "stopped_by", "val_accuracy", "localisation_by_map"),
     )
     if cfg.examples:
         n = min(cfg.examples, len(worlds.splits.test))

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from attnlab.data.fashion_mnist import load_fashion_mnist
-from attnlab.experiments import ExperimentSpec, Outcome, RunDir, SeedResult, register, run_models
+from attnlab.experiments import ExperimentSpec, Outcome, RunDir, SeedResult, register
 from attnlab.experiments import _checks as checks
 from attnlab.experiments._image_explain import explain_models, read_image, trained_models
 from attnlab.experiments._image_maps import draw_excitations, sorted_maps
@@ -60,6 +60,7 @@ from attnlab.experiments._images import (
     Split,
     holdout,
     seed_budget,
+    train_models,
     train_seed,
 )
 from attnlab.interpret.image_charts import (
@@ -340,15 +341,12 @@ def _page(cfg: ImageClassifyConfig, data: ImageSplits, run: RunDir) -> None:
 def run(cfg: ImageClassifyConfig, run_dir: RunDir) -> Outcome[ImageSplits]:
     """Train every model over every seed; draw the seed-0 attention models and the page."""
     data = prepare(cfg)
-    results = run_models(
+    results = train_models(
         cfg.models,
-        range(cfg.seeds),
+        cfg.seeds,
         lambda name, seed: train_one(cfg, data, name, seed, run_dir),
-        records=run_dir,
-        summary=lambda name, runs: {
-            key + "_runs": [r.extra[key] for r in runs]
-            for key in ("epochs", "best_epoch", "stopped_by", "val_accuracy")
-        },
+        run_dir,
+        recorded=("epochs", "best_epoch", "stopped_by", "val_accuracy"),
     )
     if cfg.examples:
         _page(cfg, data, run_dir)

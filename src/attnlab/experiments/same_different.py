@@ -63,10 +63,16 @@ from attnlab.experiments import (
     RunDir,
     SeedResult,
     register,
-    run_models,
 )
 from attnlab.experiments import _checks as checks
-from attnlab.experiments._images import CLASSIFY, ImageTraining, predict, seed_budget, train_seed
+from attnlab.experiments._images import (
+    CLASSIFY,
+    ImageTraining,
+    predict,
+    seed_budget,
+    train_models,
+    train_seed,
+)
 from attnlab.experiments._worlds import (
     PAGE,
     Worlds,
@@ -266,15 +272,12 @@ def train_one(
 def run(cfg: SameDifferentConfig, run_dir: RunDir) -> Outcome[Worlds[SameDifferentWorld]]:
     """Train both models over every seed; draw the seed-0 non-local attention and the page."""
     worlds = prepare(cfg)
-    results = run_models(
+    results = train_models(
         cfg.models,
-        range(cfg.seeds),
+        cfg.seeds,
         lambda name, seed: train_one(cfg, worlds, name, seed, run_dir),
-        records=run_dir,
-        summary=lambda name, runs: {
-            f"{k}_runs": [r.extra[k] for r in runs]
-            for k in ("epochs", "best_epoch", "stopped_by", "val_accuracy")
-        },
+        run_dir,
+        recorded=("epochs", "best_epoch", "stopped_by", "val_accuracy"),
     )
     if cfg.examples:
         n = min(cfg.examples, len(worlds.splits.test))

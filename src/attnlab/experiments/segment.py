@@ -51,9 +51,16 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.image_worlds import SegmentWorld, make_segment
-from attnlab.experiments import ExperimentSpec, Outcome, RunDir, SeedResult, register, run_models
+from attnlab.experiments import ExperimentSpec, Outcome, RunDir, SeedResult, register
 from attnlab.experiments import _checks as checks
-from attnlab.experiments._images import SEGMENT, ImageTraining, predict, seed_budget, train_seed
+from attnlab.experiments._images import (
+    SEGMENT,
+    ImageTraining,
+    predict,
+    seed_budget,
+    train_models,
+    train_seed,
+)
 from attnlab.experiments._report import summarise
 from attnlab.experiments._worlds import (
     PAGE,
@@ -201,15 +208,12 @@ def train_one(
 def run(cfg: SegmentConfig, run_dir: RunDir) -> Outcome[Worlds[SegmentWorld]]:
     """Train both models over every seed; draw the seed-0 masks, gates and the page."""
     worlds = prepare(cfg)
-    results = run_models(
+    results = train_models(
         cfg.models,
-        range(cfg.seeds),
+        cfg.seeds,
         lambda name, seed: train_one(cfg, worlds, name, seed, run_dir),
-        records=run_dir,
-        summary=lambda name, runs: {
-            f"{k}_runs": [r.extra[k] for r in runs]
-            for k in ("epochs", "best_epoch", "stopped_by", "val_dice")
-        },
+        run_dir,
+        recorded=("epochs", "best_epoch", "stopped_by", "val_dice"),
     )
     if cfg.examples:
         n = min(cfg.examples, len(worlds.splits.test))
