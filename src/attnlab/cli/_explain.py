@@ -1,8 +1,8 @@
 """``attnlab explain "a sentence"``: what a model attends to, as pictures and a page.
 
 ``attnlab explain --model RUN_DIR --image INDEX_OR_PNG`` does the same for one image
-through the trained models of an image experiment's run (``image-classify``,
-``clutter``, ``same-different``, ``segment``): their attention maps over the image.
+through the trained models of an ``image-classify`` run: their attention maps over the
+image (the world experiments do not offer it yet).
 
 ``--model minilm`` (the default) is the pretrained all-MiniLM-L6-v2 encoder;
 ``--model RUN_DIR`` is a run of an experiment that can explain itself (its
@@ -208,15 +208,12 @@ def _explain_image(args: argparse.Namespace, out: Path) -> int:
     if args.text is not None:
         raise ValueError("give a sentence or --image, not both")
     if args.model == "minilm":
-        raise ValueError(
-            "--image needs --model RUN_DIR, the folder of an image experiment's run "
-            "(image-classify, clutter, same-different, segment)"
-        )
+        raise ValueError("--image needs --model RUN_DIR, the folder of an image-classify run")
     spec, config = read_run(Path(args.model), data_dir=args.data_dir)
     if spec.explain_image is None:
         raise ValueError(
-            f"runs of {spec.name!r} hold no image model; --image explains runs of "
-            "image-classify, clutter, same-different or segment"
+            f"runs of {spec.name!r} cannot be explained with --image yet; it explains "
+            "image-classify runs"
         )
     check_new_dir(out)
     for path in spec.explain_image(config, Path(args.model), args.image, out):
