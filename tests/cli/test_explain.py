@@ -176,3 +176,21 @@ def test_a_run_from_a_gpu_machine_reads_here(tmp_path, monkeypatch):
 def test_every_committed_run_json_reads(record):
     spec, cfg = read_run(record.parent)
     assert isinstance(cfg, spec.config)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("gat", "runs of 'gat' cannot be explained with --image; it explains runs of "),
+        ("minilm", "--image needs --model RUN_DIR, the folder of a run of "),
+    ],
+)
+def test_image_on_a_run_without_images_names_the_image_experiments(
+    model, message, tmp_path, capsys
+):
+    if model != "minilm":
+        model = _run_folder(tmp_path, {"experiment": model, "config": {}})
+    assert main(["explain", "--model", model, "--image", "3", "--out", str(tmp_path / "o")]) == 2
+    line = error_line(capsys)
+    assert message in line
+    assert line.rstrip().endswith("clutter, image-classify, same-different, segment")

@@ -203,17 +203,26 @@ def _check_picks(args: argparse.Namespace, model: _Model) -> None:
     select_heads(model.layers, model.heads, 0, layers=args.layers, heads=args.heads)
 
 
+def _image_experiments() -> str:
+    """The experiments whose runs ``--image`` explains, for messages."""
+    from attnlab.experiments import available
+
+    return ", ".join(name for name, spec in available().items() if spec.explain_image is not None)
+
+
 def _explain_image(args: argparse.Namespace, out: Path) -> int:
     """``attnlab explain --model RUN --image INDEX_OR_PNG``: the run's image attention."""
     if args.text is not None:
         raise ValueError("give a sentence or --image, not both")
     if args.model == "minilm":
-        raise ValueError("--image needs --model RUN_DIR, the folder of an image-classify run")
+        raise ValueError(
+            f"--image needs --model RUN_DIR, the folder of a run of {_image_experiments()}"
+        )
     spec, config = read_run(Path(args.model), data_dir=args.data_dir)
     if spec.explain_image is None:
         raise ValueError(
-            f"runs of {spec.name!r} cannot be explained with --image yet; it explains "
-            "image-classify runs"
+            f"runs of {spec.name!r} cannot be explained with --image; it explains runs of "
+            f"{_image_experiments()}"
         )
     check_new_dir(out)
     for path in spec.explain_image(config, Path(args.model), args.image, out):

@@ -1,10 +1,10 @@
 """``attnlab explain --model RUN --image INDEX_OR_PNG`` for the image experiments.
 
 An image experiment's ``explain_image(config, run_folder, image, out)`` rebuilds its
-trained models from the run's checkpoints (:func:`trained_models`), reads the image the
-user named (:func:`read_image`: a test index or a PNG file) and draws every model's
-attention on it with :func:`attnlab.interpret.explain_image`, one folder per model
-(:func:`explain_models`).
+data and hands it to :func:`explain_run`, which rebuilds the trained models from the
+run's checkpoints (:func:`trained_models`), reads the image the user named
+(:func:`read_image`: a test index or a PNG file) and draws every model's attention on it
+with :func:`attnlab.interpret.explain_image`, one folder per model (:func:`explain_models`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from attnlab.experiments._image_data import ImageSplits, Split
 from attnlab.interpret.explain_image import explain_image
 from attnlab.train import load_checkpoint
 
-__all__ = ["explain_models", "read_image", "trained_models"]
+__all__ = ["explain_models", "explain_run", "read_image", "test_index", "trained_models"]
+
+QueryPoints = Sequence[tuple[int, int]]
 
 
 def _read_png(path: Path, size: tuple[int, int], channels: int) -> Tensor:
@@ -43,6 +45,11 @@ def _read_png(path: Path, size: tuple[int, int], channels: int) -> Tensor:
     return image.clamp(0.0, 1.0)
 
 
+def test_index(image: str) -> int | None:
+    """The test index ``--image`` names (``"12"`` -> 12), or None for a file name."""
+    return int(image) if re.fullmatch(r"-?\d+", image.strip()) else None
+
+
 def read_image(image: str, test: Split, *, size: tuple[int, int], channels: int) -> Tensor:
     """The image ``--image`` names: an index into the test split, or a PNG file.
 
@@ -61,8 +68,8 @@ def read_image(image: str, test: Split, *, size: tuple[int, int], channels: int)
     Raises:
         ValueError: An index outside the test split, or neither an index nor a PNG file.
     """
-    if re.fullmatch(r"-?\d+", image.strip()):
-        index = int(image)
+    index = test_index(image)
+    if index is not None:
         if not 0 <= index < len(test):
             raise ValueError(
                 f"--image {index} is outside the {len(test):,} test images; give 0..{len(test) - 1}"
@@ -110,6 +117,7 @@ def explain_models(
     out: Path,
     *,
     class_names: Sequence[str] | None = None,
+    query_points: QueryPoints | None = None,
 ) -> list[Path]:
     """Draw each model's attention on ``image`` into ``out/NAME/``; return the files written.
 
@@ -119,6 +127,7 @@ def explain_models(
         data: The run's splits (the normalisation the models were trained with).
         out: The folder to draw into.
         class_names: Names of the classes for the predictions, or None.
+        query_points: Query pixels ``(row, col)`` of non-local maps; None: the centre.
 
     Returns:
         The paths written, ``explain.json`` of each model last.
@@ -132,8 +141,46 @@ def explain_models(
             folder,
             prepare=lambda picture: data.prepare(torch.as_tensor(picture)[None]),
             class_names=class_names,
+            query_points=query_points,
             title=name,
         )
         written += [folder / file for file in summary["files"].values()]
         written.append(folder / "explain.json")
     return written
+
+
+def explain_run(
+    folder: Path,
+    image: str,
+    out: Path,
+    *,
+    data: ImageSplits,
+    names: Iterable[str],
+    build: Callable[[str], nn.Module],
+    query_points: Callable[[int], QueryPoints] | None = None,
+) -> list[Path]:
+    """Every trained model of a run on the image ``--image`` names (the ``explain_image`` hook).
+
+    Args:
+        folder: The run folder (its seed-0 checkpoints are loaded).
+        image: A test index or a PNG file (made grey or RGB and resized to the test images').
+        out: The new folder to draw into, one subfolder per model.
+        data: The run's splits, rebuilt from its Config.
+        names: The run's models, in order.
+        build: ``build(name)`` makes an untrained model of that name.
+        query_points: ``query_points(index)``: the query pixels of a non-local map for
+            test image ``index`` (e.g. the centres of its items); a PNG gets the centre.
+
+    Returns:
+        The files written.
+    """
+    test = data.test.images
+    picture = read_image(
+        image, data.test, size=(test.shape[-2], test.shape[-1]), channels=test.shape[1]
+    )
+    models = trained_models(names, build, folder / "checkpoints")
+    index = test_index(image)
+    points = query_points(index) if query_points is not None and index is not None else None
+    return explain_models(
+        models, picture, data, out, class_names=data.classes or None, query_points=points
+    )

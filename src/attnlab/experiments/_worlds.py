@@ -12,20 +12,24 @@ as uint8 (the worlds are drawn from uint8 items, so nothing is lost) in an
 Each seed-0 model's attention maps of the drawn test canvases are kept in the run
 (:func:`keep_maps`, under ``checkpoints/NAME/maps.pt``, so a resumed run still has
 them) and gathered into one HTML page at the end (:func:`write_page`).
+:func:`explain_hook` gives each experiment its ``attnlab explain --image`` hook.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnlab.data.fashion_mnist import FashionMNIST, load_fashion_mnist
 from attnlab.experiments import _checks as checks
 from attnlab.experiments._image_data import ImageSplits, Split, holdout
+from attnlab.experiments._image_explain import explain_run
 from attnlab.experiments._rundir import RunDir
 from attnlab.experiments._settings import Checked
 from attnlab.interpret.image_page import image_attention_page
@@ -35,6 +39,7 @@ __all__ = [
     "WorldSettings",
     "Worlds",
     "check_widths",
+    "explain_hook",
     "keep_maps",
     "uint8_images",
     "world_splits",
@@ -45,6 +50,7 @@ PAGE = "attention.html"
 _MAPS = "maps.pt"
 
 W = TypeVar("W")
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -183,3 +189,41 @@ def write_page(
     n = len(next(iter(maps.values())))
     image_attention_page(images[:n], maps, list(labels)[:n], run.path / PAGE, title=title)
     return True
+
+
+def explain_hook(
+    prepare: Callable[[C], Worlds[W]],
+    build: Callable[[C, str], nn.Module],
+    *,
+    query_points: Callable[[Worlds[W], int], list[tuple[int, int]]] | None = None,
+) -> Callable[[C, Path, str, Path], list[Path]]:
+    """A world experiment's ``explain_image`` hook (``attnlab explain --model RUN --image ...``).
+
+    The hook rebuilds the run's worlds from its Config (the test canvases are what an
+    index names) and draws each trained model's attention with
+    :func:`~attnlab.experiments._image_explain.explain_run`.
+
+    Args:
+        prepare: ``prepare(config)`` makes the experiment's worlds.
+        build: ``build(config, name)`` makes an untrained model of that name.
+        query_points: ``query_points(worlds, index)``: the query pixels of non-local maps
+            for test canvas ``index``; None (and any PNG) queries the centre.
+
+    Returns:
+        ``explain(config, run_folder, image, out) -> files written``.
+    """
+
+    def explain(cfg: C, folder: Path, image: str, out: Path) -> list[Path]:
+        worlds = prepare(cfg)
+        points = None if query_points is None else partial(query_points, worlds)
+        return explain_run(
+            folder,
+            image,
+            out,
+            data=worlds.splits,
+            names=cfg.models,  # type: ignore[attr-defined]
+            build=partial(build, cfg),
+            query_points=points,
+        )
+
+    return explain

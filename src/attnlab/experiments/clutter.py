@@ -83,6 +83,7 @@ from attnlab.experiments._worlds import (
     Worlds,
     WorldSettings,
     check_widths,
+    explain_hook,
     keep_maps,
     world_splits,
     write_page,
@@ -411,5 +412,6 @@ register(
         run=run,
         dataset=lambda cfg: "fashion-mnist-clutter",
         report=_report,
+        explain_image=explain_hook(prepare, lambda cfg, name: MODELS[name].build(cfg)),
     )
 )

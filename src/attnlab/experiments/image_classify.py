@@ -51,7 +51,7 @@ from torch import nn
 from attnlab.data.fashion_mnist import load_fashion_mnist
 from attnlab.experiments import ExperimentSpec, Outcome, RunDir, SeedResult, register
 from attnlab.experiments import _checks as checks
-from attnlab.experiments._image_explain import explain_models, read_image, trained_models
+from attnlab.experiments._image_explain import explain_run
 from attnlab.experiments._image_maps import draw_excitations, sorted_maps
 from attnlab.experiments._images import (
     CLASSIFY,
@@ -406,11 +406,11 @@ def explain(cfg: ImageClassifyConfig, folder: Path, image: str, out: Path) -> li
         The files written.
     """
     data = prepare(cfg)
-    picture = read_image(image, data.test, size=(28, 28), channels=1)
-    models = trained_models(
-        cfg.models, lambda name: MODELS[name].build(cfg, len(data.classes)), folder / "checkpoints"
-    )
-    return explain_models(models, picture, data, out, class_names=data.classes)
+
+    def build(name: str) -> nn.Module:
+        return MODELS[name].build(cfg, len(data.classes))
+
+    return explain_run(folder, image, out, data=data, names=cfg.models, build=build)
 
 
 register(

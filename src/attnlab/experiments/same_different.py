@@ -78,6 +78,7 @@ from attnlab.experiments._worlds import (
     Worlds,
     WorldSettings,
     check_widths,
+    explain_hook,
     keep_maps,
     world_splits,
     write_page,
@@ -170,6 +171,11 @@ def _centres(boxes: Tensor) -> Tensor:
     """(row, col) pixel of each box's centre, ``(..., 2)``."""
     rows, cols = (boxes[..., 1] + boxes[..., 3]) // 2, (boxes[..., 0] + boxes[..., 2]) // 2
     return torch.stack([rows, cols], -1)
+
+
+def _item_centres(worlds: Worlds[SameDifferentWorld], index: int) -> list[tuple[int, int]]:
+    """Where ``explain --image INDEX`` queries the non-local block: both items' centres."""
+    return [(int(r), int(c)) for r, c in _centres(worlds.test.boxes[index]).tolist()]
 
 
 def partner_attention(
@@ -351,5 +357,6 @@ register(
         run=run,
         dataset=lambda cfg: "fashion-mnist-same-different",
         report=_report,
+        explain_image=explain_hook(prepare, _build, query_points=_item_centres),
     )
 )

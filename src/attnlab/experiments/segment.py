@@ -67,6 +67,7 @@ from attnlab.experiments._worlds import (
     Worlds,
     WorldSettings,
     check_widths,
+    explain_hook,
     keep_maps,
     world_splits,
     write_page,
@@ -290,5 +291,6 @@ register(
         run=run,
         dataset=lambda cfg: "fashion-mnist-segment",
         report=_report,
+        explain_image=explain_hook(prepare, _build),
     )
 )
