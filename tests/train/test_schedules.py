@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnlab.train import LinearWarmup, PlateauDecay, Scheduled, fit_budget
+from attnlab.train import BudgetDecay, LinearWarmup, PlateauDecay, Scheduled, fit_budget
 from attnlab.train.schedules import as_schedules
 
 # The rates of every optimizer step that fit_budget gave before its warm-up and decay
@@ -154,3 +154,38 @@ def test_as_schedules_reads_the_declared_interval():
     schedules = as_schedules([warmup, decay, step_lr, Scheduled(step_lr, "step")], opt)
     assert [s.interval for s in schedules] == ["step", "epoch", "epoch", "step"]
     assert as_schedules(None, opt) == []
+
+
+def test_budget_decay_follows_steps_or_time_whichever_is_further():
+    now = [0.0]
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    schedule = BudgetDecay(
+        opt, total_steps=10, budget_seconds=100.0, warmup=0.2, clock=lambda: now[0]
+    )
+    rates = [opt.param_groups[0]["lr"]]  # the rate of step 1
+    for _ in range(9):
+        opt.step()
+        schedule.step()
+        rates.append(opt.param_groups[0]["lr"])
+    expected = [0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]
+    assert rates == pytest.approx(expected)
+    # Time: half the budget gone after one step puts the rate half-way down.
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    now[0] = 0.0
+    schedule = BudgetDecay(opt, total_steps=1000, budget_seconds=100.0, clock=lambda: now[0])
+    now[0] = 50.0
+    opt.step()
+    schedule.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    # Saved as JSON without the clock; a resumed schedule continues from the elapsed time.
+    state = json.loads(json.dumps(schedule.state_dict()))
+    assert state["elapsed"] == 50.0 and "_clock" not in state
+    now[0] = 1000.0  # another process: its clock starts elsewhere
+    opt2 = torch.optim.SGD(model.parameters(), lr=1.0)
+    resumed = BudgetDecay(opt2, total_steps=1000, budget_seconds=100.0, clock=lambda: now[0])
+    resumed.load_state_dict(state)
+    now[0] = 1025.0
+    opt2.step()
+    resumed.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.25)

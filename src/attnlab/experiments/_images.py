@@ -5,7 +5,7 @@ test :class:`Split` tensors, normalisation from the training images), then for e
 (model, seed) calls :func:`train_seed`: it seeds, builds the model, trains it on the
 one training loop (:func:`attnlab.train.train_loop`) under a wall-clock
 :class:`~attnlab.train.Budget` with the learning rate decaying linearly to zero over
-the budget (:class:`BudgetDecay`), keeps the best validation epoch, scores the test
+the budget (:class:`~attnlab.train.BudgetDecay`), keeps the best validation epoch, scores the test
 split and returns the :class:`~attnlab.experiments.SeedResult` with the test score,
 the seconds per epoch and the parameter count. The task says what is learned:
 :data:`CLASSIFY` (class logits ``(B, K)``, accuracy) or :data:`SEGMENT` (one logit
@@ -16,7 +16,6 @@ per pixel ``(B, 1, H, W)``, Dice). The data pieces live in
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LRScheduler
 
 from attnlab.experiments import _checks as checks
 from attnlab.experiments._framework import run_models
@@ -40,12 +38,11 @@ from attnlab.experiments._image_data import (
 from attnlab.experiments._results import ModelResult, SeedResult, count_parameters
 from attnlab.experiments._rundir import RunDir
 from attnlab.experiments._settings import Checked
-from attnlab.train import Budget, Epochs, seed_everything, train_loop
+from attnlab.train import Budget, BudgetDecay, Epochs, seed_everything, train_loop
 
 __all__ = [
     "CLASSIFY",
     "SEGMENT",
-    "BudgetDecay",
     "Fitted",
     "ImageSplits",
     "ImageTask",
@@ -161,80 +158,6 @@ class ImageTraining(Checked):
 def seed_budget(settings: ImageTraining, runs: int) -> float:
     """Seconds of training and validation for each of ``runs`` (model, seed) pairs."""
     return settings.budget_minutes * 60 * TRAINING_SHARE / runs
-
-
-_CLOCK_STATE = ("_clock", "_origin", "_offset")
-
-
-class BudgetDecay(LRScheduler):
-    r"""Linear warm-up, then linear decay to zero at the end of the steps or of the budget.
-
-    The rate of each step is ``peak * f(p)`` with progress ``p = max(step / total_steps,
-    elapsed / budget_seconds)``: ``f(p) = p / warmup`` during the warm-up, then
-    ``(1 - p) / (1 - warmup)``. Training to a wall-clock budget works best when the
-    rate reaches zero as the budget runs out (Li, Yumer & Ramanan 2020, "Budgeted
-    Training: Rethinking Deep Neural Network Training Under Resource Constraints").
-    The elapsed seconds are saved with the state, so a resumed run continues its clock.
-
-    Attributes:
-        interval: ``"step"``: the loop steps it after every optimizer step.
-
-    Example:
-        >>> opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=1.0)
-        >>> now = [0.0]
-        >>> schedule = BudgetDecay(opt, total_steps=100, budget_seconds=60.0, clock=lambda: now[0])
-        >>> now[0] = 45.0  # three quarters of the budget gone after one step
-        >>> opt.step(); schedule.step(); opt.param_groups[0]["lr"]
-        0.25
-    """
-
-    interval = "step"
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        *,
-        total_steps: int,
-        budget_seconds: float,
-        warmup: float = 0.0,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        """Build the schedule; the optimizer's rates are the peaks.
-
-        Args:
-            optimizer: The optimizer whose rates it sets.
-            total_steps: Steps at which the rate reaches zero.
-            budget_seconds: Seconds at which the rate reaches zero.
-            warmup: Share of the progress spent warming up, in [0, 1).
-            clock: Seconds now (tests pass a fake clock).
-        """
-        self.total_steps, self.budget_seconds, self.warmup = total_steps, budget_seconds, warmup
-        self.elapsed = 0.0
-        self._clock, self._origin, self._offset = clock, clock(), 0.0
-        super().__init__(optimizer)
-
-    def progress(self, step: int) -> float:
-        """How far optimizer step ``step`` (1-based) is through the schedule, in [0, 1]."""
-        return min(1.0, max(step / self.total_steps, self.elapsed / self.budget_seconds))
-
-    def get_lr(self) -> list[float]:
-        """The rates of the next optimizer step."""
-        self.elapsed = self._offset + self._clock() - self._origin
-        p = self.progress(self.last_epoch + 1)
-        if p < self.warmup:
-            factor = p / self.warmup
-        else:
-            factor = (1.0 - p) / (1.0 - self.warmup)
-        return [base * factor for base in self.base_lrs]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state to save (JSON-ready: the clock itself is not saved, its reading is)."""
-        return {k: v for k, v in super().state_dict().items() if k not in _CLOCK_STATE}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a saved state; the clock goes on from the saved elapsed seconds."""
-        super().load_state_dict(state_dict)
-        self._offset, self._origin = self.elapsed, self._clock()
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from attnlab.train.policies import (
     StopPolicy,
     Verdict,
 )
-from attnlab.train.schedules import LinearWarmup, PlateauDecay, Scheduled
+from attnlab.train.schedules import BudgetDecay, LinearWarmup, PlateauDecay, Scheduled
 from attnlab.train.seeding import (
     capture_rng_state,
     make_generator,
@@ -54,6 +54,7 @@ __all__ = [
     "CheckpointMismatchError",
     "Epochs",
     "FitResult",
+    "BudgetDecay",
     "LinearWarmup",
     "Patience",
     "PlateauDecay",
