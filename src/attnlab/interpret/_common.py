@@ -6,6 +6,7 @@ numpy arrays and rejects bad input with a one-line error before any drawing star
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -276,3 +277,20 @@ def check_indices(values: Sequence[int] | None, size: int, name: str) -> tuple[i
             raise ValueError(f"{name} index {v} is out of range for {size} {name}")
         out.append(int(v) % size)
     return tuple(out)
+
+
+def html_page(title: str, css: str, body: str) -> str:
+    """A self-contained HTML page: ``title`` (escaped) as its title and heading, ``css`` inline.
+
+    Example:
+        >>> html_page("a < b", "p {}", "<p>hi</p>").splitlines()[-4:]
+        ['<h1>a &lt; b</h1>', '<p>hi</p>', '</body>', '</html>']
+    """
+    safe_title = html.escape(title)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{safe_title}</title>\n<style>\n{css}\n</style>\n</head>\n<body>\n"
+        f"<h1>{safe_title}</h1>\n{body}\n</body>\n</html>\n"
+    )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from attnlab.interpret._common import as_weights, check_tokens, format_weight
+from attnlab.interpret._common import as_weights, check_tokens, format_weight, html_page
 from attnlab.interpret.html import _CSS, _RGB, _token_span
 
 __all__ = ["DocumentAttentionExample", "document_html", "write_document_html"]
@@ -168,14 +168,7 @@ def document_html(
                 f"examples[{i}] must be a DocumentAttentionExample, got {type(ex).__name__}"
             )
     body = "\n".join(_document_block(ex, word_scale) for ex in examples) or "<p>No examples.</p>"
-    safe_title = html.escape(title)
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{safe_title}</title>\n<style>\n{_CSS}\n{_DOC_CSS}\n</style>\n</head>\n<body>\n"
-        f"<h1>{safe_title}</h1>\n{_legend(word_scale)}\n{body}\n</body>\n</html>\n"
-    )
+    return html_page(title, f"{_CSS}\n{_DOC_CSS}", f"{_legend(word_scale)}\n{body}")
 
 
 def write_document_html(

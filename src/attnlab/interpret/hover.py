@@ -25,6 +25,7 @@ from attnlab.interpret._common import (
     as_weights,
     check_indices,
     check_tokens,
+    html_page,
     single_item_layers,
     truncation_note,
 )
@@ -281,18 +282,12 @@ def attention_html(
         extra_scores=extra_scores,
         max_weights=max_weights,
     )
-    safe_title = html.escape(title or "Attention")
     spans = " ".join(
         f'<span class="tok" tabindex="0" data-i="{i}">{html.escape(_token_text(t))}</span>'
         for i, t in enumerate(payload["tokens"])
     )
     note = f'<p class="note">{html.escape(payload["note"])}</p>\n' if payload["note"] else ""
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{safe_title}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
-        f"<h1>{safe_title}</h1>\n"
+    body = (
         '<div class="controls"><label>View <select id="view"></select></label>'
         '<label>Head <select id="head"></select></label></div>\n'
         '<p class="help">Hover, tap or tab to a token to shade what it attends to (weight '
@@ -300,8 +295,9 @@ def attention_html(
         "Esc to release.</p>\n"
         f'{note}<div id="tokens">{spans}</div>\n<p id="info"></p>\n'
         f'<script type="application/json" id="attn-data">{_script_json(payload)}</script>\n'
-        f"<script>\n{_JS}\n</script>\n</body>\n</html>\n"
+        f"<script>\n{_JS}\n</script>"
     )
+    return html_page(title or "Attention", _CSS, body)
 
 
 def write_attention_html(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnlab.interpret._common import as_weights, check_tokens, format_weight
+from attnlab.interpret._common import as_weights, check_tokens, format_weight, html_page
 
 __all__ = ["TextAttentionExample", "highlight_html", "write_highlight_html"]
 
@@ -148,14 +148,7 @@ def highlight_html(examples: Sequence[TextAttentionExample], *, title: str) -> s
                 f"examples[{i}] must be a TextAttentionExample, got {type(ex).__name__}"
             )
     body = "\n".join(_example_block(ex) for ex in examples) or "<p>No examples.</p>"
-    safe_title = html.escape(title)
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{safe_title}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
-        f"<h1>{safe_title}</h1>\n{_legend()}\n{body}\n</body>\n</html>\n"
-    )
+    return html_page(title, _CSS, f"{_legend()}\n{body}")
 
 
 def write_highlight_html(

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.image import imsave
 
+from attnlab.interpret._common import html_page
 from attnlab.interpret.html import _CSS
 from attnlab.interpret.images import _items, _path, _range_note, as_rgb, overlay
 
@@ -182,15 +183,9 @@ def image_attention_html(
         )
         for i, image in enumerate(images)
     ]
-    safe_title = html.escape(title)
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{safe_title}</title>\n<style>\n{_CSS}\n{_IMAGE_CSS}\n{_tab_css(len(columns))}\n"
-        f"</style>\n</head>\n<body>\n<h1>{safe_title}</h1>\n{_legend(cmap, alpha)}\n"
-        f'<div class="cards">\n' + "\n".join(cards) + "\n</div>\n</body>\n</html>\n"
-    )
+    css = f"{_CSS}\n{_IMAGE_CSS}\n{_tab_css(len(columns))}"
+    cards_html = '<div class="cards">\n' + "\n".join(cards) + "\n</div>"
+    return html_page(title, css, f"{_legend(cmap, alpha)}\n{cards_html}")
 
 
 def image_attention_page(
