@@ -19,6 +19,7 @@ from torch import nn
 
 from attnlab.vision.attention_gate import AttentionGate
 from attnlab.vision.cbam import CBAM, ChannelAttention, SpatialAttention
+from attnlab.vision.draw_attention import DrawRead, DrawWrite, FullRead, FullWrite
 from attnlab.vision.non_local import NonLocalBlock
 from attnlab.vision.residual_attention import ResidualAttention
 from attnlab.vision.squeeze_excite import SqueezeExcite
@@ -28,6 +29,10 @@ __all__ = [
     "IMAGE_BLOCKS",
     "AttentionGate",
     "ChannelAttention",
+    "DrawRead",
+    "DrawWrite",
+    "FullRead",
+    "FullWrite",
     "NonLocalBlock",
     "ResidualAttention",
     "SpatialAttention",
