@@ -13,6 +13,7 @@ from attnlab.nn import (
     LinearAttention,
     LocalAttention,
     LuongAttention,
+    MeanAttention,
     MultiHeadAttention,
     SequenceEncoder,
 )
@@ -63,6 +64,7 @@ CASES = {
         lambda **f: LinearAttention(DK, 2, feature_map="favor", num_features=8, bias=False, **f),
         lambda m, k, mask, w: m(torch.randn(B, LQ, DK, dtype=k.dtype), k, mask=mask),
     ),
+    "mean": (lambda **f: MeanAttention(DQ, DK, **f), _decoder_query),
 }
 NO_WEIGHTS = {"linear"}
 
@@ -145,10 +147,12 @@ def test_state_dict_round_trip_and_repr(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_gradients_reach_every_parameter(name):
+def test_gradients_reach_every_parameter_and_the_keys(name):
     build, call = CASES[name]
     module = build()
-    ctx, _ = call(module, torch.randn(B, LK, DK), _mask(), False)
+    keys = torch.randn(B, LK, DK, requires_grad=True)  # MeanAttention has no parameters
+    ctx, _ = call(module, keys, _mask(), False)
     ctx.square().sum().backward()
+    assert keys.grad is not None and torch.isfinite(keys.grad).all()
     for pname, p in module.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname

@@ -22,6 +22,7 @@ from attnlab.nn.luong_scores import (
     LocationScore,
     LuongScore,
 )
+from attnlab.nn.mean import MeanAttention
 from attnlab.nn.multihead import KVCache, MultiHeadAttention
 from attnlab.nn.pooling import (
     AdditivePooling,
@@ -65,6 +66,7 @@ MECHANISMS = {
     "attention-pooling": AttentionPooling,
     "multihead": MultiHeadAttention,
     "linear": LinearAttention,
+    "mean": MeanAttention,
 }
 
 # Graph layers take node features (N, F) and an edge_index instead of batched sequences,
@@ -80,6 +82,7 @@ __all__ = [
     "DotScore",
     "GeneralScore",
     "LUONG_SCORES",
+    "MeanAttention",
     "LocationScore",
     "LuongScore",
     "SourceAttention",
