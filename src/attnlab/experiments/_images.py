@@ -16,7 +16,7 @@ per pixel ``(B, 1, H, W)``, Dice). The data pieces live in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from attnlab.experiments._results import ModelResult, SeedResult, count_paramete
 from attnlab.experiments._rundir import RunDir
 from attnlab.experiments._settings import Checked
 from attnlab.train import Budget, BudgetDecay, Epochs, seed_everything, train_loop
+from attnlab.train.engine import mean_loss
 
 __all__ = [
     "CLASSIFY",
@@ -52,6 +53,7 @@ __all__ = [
     "augment",
     "dice_per_image",
     "epoch_batches",
+    "fit_budgeted",
     "fit_images",
     "holdout",
     "predict",
@@ -209,6 +211,95 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def fit_budgeted(
+    model: nn.Module,
+    settings: ImageTraining,
+    *,
+    batches: Callable[[int], Iterable[Any]],
+    steps_per_epoch: int,
+    step: Callable[[Any], tuple[Tensor, dict[str, Any]]],
+    validate: Callable[[], dict[str, float]],
+    monitor: str,
+    mode: str = "max",
+    summarize: Callable[[dict[str, Any]], dict[str, float]] = mean_loss,
+    grad_clip: float | None = None,
+    budget_seconds: float,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    checkpoint_dir: Path | None = None,
+    config: dict[str, Any] | None = None,
+    desc: str = "",
+) -> Fitted:
+    """Train any model with AdamW under a wall-clock budget; keep the best validation epoch.
+
+    The recipe every image experiment shares (captions, questions and DRAW's images
+    included): AdamW with decay on weights only, :class:`~attnlab.train.BudgetDecay`
+    (warm-up, then linear decay to zero at ``settings.epochs`` or at the end of the
+    budget), the one training loop with resumable checkpoints. What a batch is and how
+    it is scored is the caller's: ``batches``, ``step``, ``validate``.
+
+    Args:
+        model: The model, on its device (left holding the best epoch's weights).
+        settings: Epochs, rates, warm-up (``settings.batch_size`` is the caller's business).
+        batches: ``batches(epoch)``: the training batches of a 1-based epoch.
+        steps_per_epoch: Batches per epoch (sizes the schedule).
+        step: ``step(batch) -> (loss, sums)``, as :func:`~attnlab.train.train_loop` takes.
+        validate: The validation metrics, ``val_<monitor>`` among them.
+        monitor: The validation metric that picks the best epoch (without ``val_``).
+        mode: ``"max"`` or ``"min"`` for ``monitor``.
+        summarize: Turns an epoch's summed ``sums`` into its training metrics.
+        grad_clip: Clip the gradient norm to this (recurrent models), or None.
+        budget_seconds: Seconds of training and validation (:class:`~attnlab.train.Budget`).
+        lr: Peak rate instead of ``settings.lr``.
+        weight_decay: Instead of ``settings.weight_decay``.
+        checkpoint_dir: Where ``last/`` and ``best/`` go after every epoch; an
+            unfinished run there is resumed, a finished one read back.
+        config: Recorded with the checkpoints; a resume must match it.
+        desc: Progress bar label.
+
+    Returns:
+        How the training went.
+    """
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, settings.weight_decay if weight_decay is None else weight_decay),
+        lr=settings.lr if lr is None else lr,
+    )
+    schedule = BudgetDecay(
+        optimizer,
+        total_steps=settings.epochs * steps_per_epoch,
+        budget_seconds=budget_seconds,
+        warmup=settings.warmup,
+    )
+    state = train_loop(
+        model,
+        batches,
+        step=step,
+        validate=validate,
+        optimizer=optimizer,
+        stop=(Budget(budget_seconds), Epochs(settings.epochs)),
+        monitor=monitor,
+        mode=mode,
+        summarize=summarize,
+        lr_scheduler=schedule,
+        grad_clip=grad_clip,
+        checkpoint_dir=checkpoint_dir,
+        resume=checkpoint_dir is not None,
+        config=config,
+        progress=False,
+        desc=desc,
+    )
+    passes = state.steps / steps_per_epoch
+    return Fitted(
+        best_epoch=state.best_epoch,
+        epochs=len(state.history),
+        steps=state.steps,
+        seconds=state.seconds,
+        seconds_per_epoch=state.seconds / passes if passes else math.nan,
+        stopped_by=state.stopped_by or "epochs",
+        val_score=float(state.best_value),
+    )
+
+
 def fit_images(
     model: nn.Module,
     data: ImageSplits,
@@ -223,7 +314,7 @@ def fit_images(
     config: dict[str, Any] | None = None,
     desc: str = "",
 ) -> Fitted:
-    """Train ``model`` on ``data.train`` with AdamW under a budget; keep the best validation epoch.
+    """:func:`fit_budgeted` on ``data.train``'s (augmented) images and their targets.
 
     Args:
         model: The model, on its device (left holding the best epoch's weights).
@@ -242,18 +333,7 @@ def fit_images(
     Returns:
         How the training went.
     """
-    steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
     device = next(iter(model.parameters())).device
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, settings.weight_decay if weight_decay is None else weight_decay),
-        lr=settings.lr if lr is None else lr,
-    )
-    schedule = BudgetDecay(
-        optimizer,
-        total_steps=settings.epochs * steps_per_epoch,
-        budget_seconds=budget_seconds,
-        warmup=settings.warmup,
-    )
 
     def step(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Any]]:
         images, targets = batch
@@ -274,34 +354,23 @@ def fit_images(
     def validate() -> dict[str, float]:
         return {f"val_{k}": v for k, v in _evaluate(model, data, data.val, task).items()}
 
-    state = train_loop(
+    return fit_budgeted(
         model,
-        lambda epoch: epoch_batches(
+        settings,
+        batches=lambda epoch: epoch_batches(
             data.train, settings.batch_size, seed=seed, epoch=epoch, augmented=settings.augment
         ),
+        steps_per_epoch=math.ceil(len(data.train) / settings.batch_size),
         step=step,
         validate=validate,
-        optimizer=optimizer,
-        stop=(Budget(budget_seconds), Epochs(settings.epochs)),
         monitor=task.metric,
-        mode="max",
         summarize=summarize,
-        lr_scheduler=schedule,
+        budget_seconds=budget_seconds,
+        lr=lr,
+        weight_decay=weight_decay,
         checkpoint_dir=checkpoint_dir,
-        resume=checkpoint_dir is not None,
         config=config,
-        progress=False,
         desc=desc,
-    )
-    passes = state.steps / steps_per_epoch
-    return Fitted(
-        best_epoch=state.best_epoch,
-        epochs=len(state.history),
-        steps=state.steps,
-        seconds=state.seconds,
-        seconds_per_epoch=state.seconds / passes if passes else math.nan,
-        stopped_by=state.stopped_by or "epochs",
-        val_score=float(state.best_value),
     )
 
 
