@@ -145,4 +145,9 @@ REGISTRIES: dict[str, Registry] = {
         "attnlab.models.POSITIONS",
         "positions= of TransformerLM and TransformerSeq2Seq",
     ),
+    "caption-attentions": Registry(
+        "Caption attentions",
+        "attnlab.models.CAPTION_ATTENTIONS",
+        "attention= of ShowAttendTell; --models of attnlab run caption",
+    ),
 }
