@@ -25,7 +25,9 @@ __all__ = ["BUILTIN", "EXPERIMENTS", "ExperimentSpec", "available", "get_experim
 
 # Modules that register the shipped experiments when imported; see `_load_builtin`.
 BUILTIN: tuple[str, ...] = (
+    "attnlab.experiments.caption",
     "attnlab.experiments.clutter",
+    "attnlab.experiments.draw",
     "attnlab.experiments.gat",
     "attnlab.experiments.han",
     "attnlab.experiments.image_classify",
@@ -34,6 +36,7 @@ BUILTIN: tuple[str, ...] = (
     "attnlab.experiments.segment",
     "attnlab.experiments.sentiment",
     "attnlab.experiments.translate",
+    "attnlab.experiments.vqa",
 )
 
 
