@@ -184,6 +184,20 @@ class Fitted:
     stopped_by: str
     val_score: float
 
+    def extras(self, metric: str) -> dict[str, Any]:
+        """The per-seed record every image experiment keeps (``val_<metric>``, epochs, stop)."""
+        return {
+            f"val_{metric}": self.val_score,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "stopped_by": self.stopped_by,
+        }
+
+    @property
+    def note(self) -> str:
+        """The progress line's summary: ``5 epochs, best 4, stopped by budget``."""
+        return f"{self.epochs} epochs, best {self.best_epoch}, stopped by {self.stopped_by}"
+
 
 def predict(model: nn.Module, data: ImageSplits, images: Tensor) -> Tensor:
     """The model's outputs for ``images`` (eval mode, no gradients, in batches), on the CPU."""
@@ -428,13 +442,8 @@ def train_seed(
         metrics={f"test_{task.metric}": test, "seconds_per_epoch": fitted.seconds_per_epoch},
         parameters=count_parameters(model),
         seconds=fitted.seconds,
-        extra={
-            f"val_{task.metric}": fitted.val_score,
-            "epochs": fitted.epochs,
-            "best_epoch": fitted.best_epoch,
-            "stopped_by": fitted.stopped_by,
-        },
-        note=f"{fitted.epochs} epochs, best {fitted.best_epoch}, stopped by {fitted.stopped_by}",
+        extra=fitted.extras(task.metric),
+        note=fitted.note,
     )
 
 

@@ -263,14 +263,11 @@ def train_one(
         seconds=fitted.seconds,
         pictures=pictures,
         extra={
-            "val_bleu": fitted.val_score,
-            "epochs": fitted.epochs,
-            "best_epoch": fitted.best_epoch,
-            "stopped_by": fitted.stopped_by,
+            **fitted.extras("bleu"),
             "grounded_nouns": int(nouns),
             "samples": samples,
         },
-        note=f"{fitted.epochs} epochs, best {fitted.best_epoch}, stopped by {fitted.stopped_by}",
+        note=fitted.note,
     )
 
 

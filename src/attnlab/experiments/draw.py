@@ -389,14 +389,8 @@ def train_one(cfg: DrawConfig, data: DrawData, key: str, seed: int, run: RunDir)
         parameters=count_parameters(model),
         seconds=fitted.seconds,
         pictures=pictures,
-        extra={
-            "val_nll": fitted.val_score,
-            "epochs": fitted.epochs,
-            "steps": fitted.steps,
-            "best_epoch": fitted.best_epoch,
-            "stopped_by": fitted.stopped_by,
-        },  # fmt: skip
-        note=f"{fitted.epochs} epochs, best {fitted.best_epoch}, stopped by {fitted.stopped_by}",
+        extra={**fitted.extras("nll"), "steps": fitted.steps},
+        note=fitted.note,
     )
 
 

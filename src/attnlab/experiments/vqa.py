@@ -302,13 +302,8 @@ def train_one(cfg: VQAConfig, data: VQAData, name: str, seed: int, run: RunDir) 
         parameters=count_parameters(model),
         seconds=fitted.seconds,
         pictures=_draw(cfg, data, name, run, logits, maps) if draw else [],
-        extra={
-            "val_accuracy": fitted.val_score,
-            "epochs": fitted.epochs,
-            "best_epoch": fitted.best_epoch,
-            "stopped_by": fitted.stopped_by,
-        },
-        note=f"{fitted.epochs} epochs, best {fitted.best_epoch}, stopped by {fitted.stopped_by}",
+        extra=fitted.extras("accuracy"),
+        note=fitted.note,
     )
 
 
