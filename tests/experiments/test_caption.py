@@ -12,6 +12,7 @@ from attnlab.data.image_worlds import uniform_box_share
 from attnlab.data.scenes import make_scenes, scene_vocab
 from attnlab.experiments import run_experiment
 from attnlab.experiments._caption_eval import (
+    CaptionData,
     caption_batches,
     noun_grounding,
     reference_bleu,
@@ -147,6 +148,19 @@ def test_batches_hold_one_caption_per_scene_and_replay_from_the_seed():
         words = data.vocab.decode(row[1:])
         assert " ".join(words[: words.index("<eos>")]) in texts
     assert not math.isnan(data.mean) and data.std > 0
+
+
+def test_training_captions_longer_than_max_len_are_cut_with_one_warning():
+    cfg = caption.CaptionConfig(**SMALL)
+    data = caption.prepare(cfg)
+    assert int((data.ids != data.vocab.pad_id).sum(1).max()) - 2 > 4  # words, no BOS/EOS
+    with pytest.warns(UserWarning, match=r"training captions are longer than --max-len 4 words"):
+        cut = CaptionData.build(data.worlds, data.vocab, data.items, max_len=4)
+    assert cut.ids.shape == (len(data.ids), 4 + 2)
+    for full, short in zip(data.ids, cut.ids, strict=True):
+        words = data.vocab.decode(full[1:])
+        words = words[: words.index("<eos>")]
+        assert data.vocab.decode(short[1:])[: min(len(words), 4) + 1] == [*words[:4], "<eos>"]
 
 
 @pytest.mark.parametrize(

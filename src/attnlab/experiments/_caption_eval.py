@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,31 @@ class CaptionData:
     items: tuple[int, int, int]
 
     @classmethod
-    def build(cls, worlds: SceneSplits, vocab: Vocab, items: tuple[int, int, int]) -> CaptionData:
-        """Encode the training captions and measure the training pixels."""
+    def build(
+        cls,
+        worlds: SceneSplits,
+        vocab: Vocab,
+        items: tuple[int, int, int],
+        *,
+        max_len: int | None = None,
+    ) -> CaptionData:
+        """Encode the training captions and measure the training pixels.
+
+        A caption of more than ``max_len`` words is cut to its first ``max_len`` (then
+        EOS), with one warning that counts them: the decoder never learns a caption it
+        could not say within ``--max-len``.
+        """
         scene, texts = worlds.train.caption_table()
         bos, eos = vocab.id(BOS), vocab.id(EOS)
-        rows = [[bos, *(vocab.id(w) for w in tokenize(t)), eos] for t in texts]
+        words = [tokenize(t) for t in texts]
+        if max_len is not None and (long := sum(len(w) > max_len for w in words)):
+            warnings.warn(
+                f"{long} of {len(words)} training captions are longer than --max-len "
+                f"{max_len} words; they are cut to their first {max_len}",
+                stacklevel=2,
+            )
+            words = [w[:max_len] for w in words]
+        rows = [[bos, *(vocab.id(w) for w in ws), eos] for ws in words]
         ids = torch.full((len(rows), max(map(len, rows))), vocab.pad_id, dtype=torch.long)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)

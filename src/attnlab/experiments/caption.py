@@ -166,7 +166,8 @@ def prepare(cfg: CaptionConfig) -> CaptionData:
     sizes = (cfg.train_size, cfg.val_size, cfg.test_size)
     worlds = scene_splits(train, test, sizes, seed=cfg.world_seed, make=make)
     held = len(train) // 6
-    return CaptionData.build(worlds, scene_vocab(), (len(train) - held, held, len(test)))
+    items = (len(train) - held, held, len(test))
+    return CaptionData.build(worlds, scene_vocab(), items, max_len=cfg.max_len)
 
 
 def build(cfg: CaptionConfig, name: str, vocab_size: int) -> ShowAttendTell:
