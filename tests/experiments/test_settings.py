@@ -40,6 +40,11 @@ CHANGED = {
     "clutter": dict(models=("cnn", "gated"), seeds=1, budget_minutes=4.0),
     "same-different": dict(models=("cnn-nonlocal",), seeds=2, budget_minutes=5.0),
     "segment": dict(models=("unet",), seeds=1, budget_minutes=6.0),
+    "caption": dict(models=("soft", "none"), seeds=1, max_len=12, doubly_stochastic=0.5),
+    "vqa": dict(models=("san-2",), seeds=1, hidden_size=64, widths=(8, 16)),
+    "draw": dict(
+        dataset="mnist", models=("draw",), time_steps=8, binarization="threshold", grad_clip=5.0
+    ),
     "minilm-sentiment": dict(mode="probe", seeds=2, lr=1e-4, weight_decay=0.0),
     "translate": dict(
         compare=True,
