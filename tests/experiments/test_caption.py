@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import attnlab.experiments.caption as caption
+from attnlab.data.bleu import reference_bleu
 from attnlab.data.image_worlds import uniform_box_share
 from attnlab.data.scenes import make_scenes, scene_vocab
 from attnlab.experiments import run_experiment
@@ -15,7 +16,6 @@ from attnlab.experiments._caption_eval import (
     CaptionData,
     caption_batches,
     noun_grounding,
-    reference_bleu,
     score_captions,
 )
 from attnlab.models.search import Hypothesis

@@ -14,7 +14,7 @@ from typing import Any
 
 from attnlab.data.translation import check_strings
 
-__all__ = ["bleu_signature", "corpus_bleu"]
+__all__ = ["bleu_signature", "corpus_bleu", "reference_bleu"]
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
@@ -45,6 +45,29 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     if not hyps:
         raise ValueError("hypotheses and references are empty; pass at least one sentence")
     return float(_bleu().corpus_score(hyps, [refs]).score)
+
+
+def reference_bleu(hypotheses: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU-4 (sacreBLEU's defaults, 0-100) of each hypothesis against all its references.
+
+    :func:`corpus_bleu` with several references per sentence (captions). Sentences may
+    have different numbers of references; sacreBLEU takes one stream per
+    reference slot, with None where a scene has fewer.
+
+    Example:
+        >>> round(reference_bleu(["a red bag above a blue boot"],
+        ...                      [["a blue boot below a red bag", "a red bag above a blue boot"]]))
+        100
+    """
+    hyps = check_strings("hypotheses", hypotheses)
+    if len(hypotheses) != len(refs) or not hypotheses:
+        raise ValueError(
+            f"give one list of references per hypothesis (at least one), got "
+            f"{len(hypotheses)} hypotheses and {len(refs)} reference lists"
+        )
+    slots = max(len(r) for r in refs)
+    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(slots)]
+    return float(_bleu().corpus_score(hyps, streams).score)
 
 
 def bleu_signature() -> str:

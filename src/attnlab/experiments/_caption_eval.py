@@ -5,10 +5,10 @@
   ids, the references of each scene, and the pixel statistics the models see;
   :func:`caption_batches` draws an epoch's batches (one random caption per scene).
 - :func:`decode`: beam search over a split in batches, with the attention per word.
-- :func:`reference_bleu`: sacreBLEU BLEU-4 of each caption against *all* references of
-  its scene; :func:`noun_grounding`: the attention mass inside the box of the object
-  each generated noun names, beside the uniform share; :func:`score_captions`: every
-  test metric of one model.
+- BLEU-4 of each caption against *all* references of its scene
+  (:func:`~attnlab.data.bleu.reference_bleu`); :func:`noun_grounding`: the attention
+  mass inside the box of the object each generated noun names, beside the uniform
+  share; :func:`score_captions`: every test metric of one model.
 - :func:`draw_captions`: the classic figure of Xu et al. 2015 (the image, then the
   attention over it while each word was chosen) and a grid of the nouns' attention.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from attnlab.data.bleu import reference_bleu
 from attnlab.data.image_worlds import attention_in_box, uniform_box_share
 from attnlab.data.scenes import (
     BOS,
@@ -48,7 +49,6 @@ __all__ = [
     "draw_captions",
     "noun_grounding",
     "noun_maps",
-    "reference_bleu",
     "references",
     "score_captions",
 ]
@@ -185,29 +185,6 @@ def decode(
 def references(world: SceneWorld, count: int | None = None) -> list[list[str]]:
     """Every reference caption of each of the first ``count`` scenes."""
     return [[c.text for c in caps] for caps in world.captions[:count]]
-
-
-def reference_bleu(hypotheses: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU-4 (sacreBLEU's defaults, 0-100) of each hypothesis against all its references.
-
-    Scenes have different numbers of references; sacreBLEU takes one stream per
-    reference slot, with None where a scene has fewer.
-
-    Example:
-        >>> round(reference_bleu(["a red bag above a blue boot"],
-        ...                      [["a blue boot below a red bag", "a red bag above a blue boot"]]))
-        100
-    """
-    from sacrebleu.metrics import BLEU
-
-    if len(hypotheses) != len(refs) or not hypotheses:
-        raise ValueError(
-            f"give one list of references per hypothesis (at least one), got "
-            f"{len(hypotheses)} hypotheses and {len(refs)} reference lists"
-        )
-    slots = max(len(r) for r in refs)
-    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(slots)]
-    return float(BLEU().corpus_score(list(hypotheses), streams).score)
 
 
 def _words(vocab: Vocab, hyp: Hypothesis) -> tuple[str, list[str]]:

@@ -61,6 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnlab.data.bleu import reference_bleu
 from attnlab.data.fashion_mnist import load_fashion_mnist
 from attnlab.data.scenes import make_scenes, scene_splits, scene_vocab
 from attnlab.experiments import ExperimentSpec, Outcome, RunDir, SeedResult, register
@@ -72,7 +73,6 @@ from attnlab.experiments._caption_eval import (
     decode,
     draw_captions,
     noun_maps,
-    reference_bleu,
     references,
     score_captions,
 )
