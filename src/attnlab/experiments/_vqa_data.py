@@ -19,7 +19,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from attnlab.data.image_worlds import attention_in_box
+from attnlab.data.image_worlds import attention_in_box, uniform_box_share
 from attnlab.data.scenes import QUESTION_HOPS, SceneWorld, make_scenes, scene_splits, scene_vocab
 from attnlab.data.text import Vocab
 from attnlab.experiments import _worlds
@@ -206,7 +206,7 @@ def hop_grounding(
     ref_boxes, answer_boxes = world.boxes[scenes, ref], world.boxes[scenes, answer]
     first = attention_in_box(maps[two, 0], ref_boxes, canvas=canvas)
     last = attention_in_box(maps[two, -1], answer_boxes, canvas=canvas)
-    uniform = attention_in_box(torch.ones(len(two), 1, 1), answer_boxes, canvas=canvas)
+    uniform = uniform_box_share(answer_boxes, canvas=canvas)
     return {
         "first_hop_on_reference": float(first.mean()),
         "last_hop_on_answer": float(last.mean()),
