@@ -131,8 +131,9 @@ def test_bleu_uses_every_reference_of_a_scene():
 
 
 @pytest.mark.usefixtures("fake_items")
-def test_batches_hold_one_caption_per_scene_and_replay_from_the_seed():
-    cfg = caption.CaptionConfig(**SMALL)
+@pytest.mark.parametrize("pretrain_share", [0.05, 0.0])
+def test_batches_hold_one_caption_per_scene_and_replay_from_the_seed(pretrain_share):
+    cfg = caption.CaptionConfig(**SMALL, pretrain_share=pretrain_share)
     data = caption.prepare(cfg)
     batches = partial(caption_batches, data, 16, seed=1, augmented=True)
     first = list(batches(epoch=1))
@@ -140,8 +141,13 @@ def test_batches_hold_one_caption_per_scene_and_replay_from_the_seed():
     for (x, ids), (x2, ids2) in zip(first, batches(epoch=1), strict=True):
         assert torch.equal(x, x2) and torch.equal(ids, ids2)
     bos, eos = data.vocab.id("<bos>"), data.vocab.id("<eos>")
-    images, ids = first[0]
-    assert images.shape == (16, 3, 64, 64) and images.dtype == torch.uint8
+    inputs, ids = first[0]
+    if pretrain_share:  # the frozen encoder's grid, the cells' x and y appended
+        cells = 64 // 2 ** (len(cfg.widths) - 1)
+        assert inputs.shape == (16, cfg.widths[-1] + 2, cells, cells)
+        assert torch.equal(inputs[0, -2, 0], torch.linspace(-1, 1, cells + 1)[:-1] + 1 / cells)
+    else:  # normalised images
+        assert inputs.shape == (16, 3, 64, 64) and inputs.dtype == torch.float32
     assert (ids[:, 0] == bos).all() and ((ids == eos).sum(1) == 1).all()
     texts = {c.text for caps in data.worlds.train.captions for c in caps}
     for row in ids:

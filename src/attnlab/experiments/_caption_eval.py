@@ -37,6 +37,7 @@ from attnlab.data.scenes import (
 )
 from attnlab.data.text import Vocab, tokenize
 from attnlab.experiments._image_data import as_float, augment
+from attnlab.experiments._scene_features import Pretrained
 from attnlab.interpret.images import plot_attention_grid, plot_image_maps
 from attnlab.models.search import Hypothesis
 from attnlab.models.show_attend_tell import ShowAttendTell, decode_captions
@@ -72,6 +73,10 @@ class CaptionData:
         mean: Mean training pixel value in [0, 1] units.
         std: Its standard deviation.
         items: Source items of the train, validation and test scenes.
+        grids: The frozen pretrained encoder's grid of every ``"train"``, ``"val"`` and
+            ``"test"`` scene (:mod:`~attnlab.experiments._scene_features`), what the
+            models read; None: they read the normalised images (:meth:`prepare`).
+        pretrained: How that encoder's pretraining went (its encoder dropped), or None.
     """
 
     worlds: SceneSplits
@@ -82,6 +87,8 @@ class CaptionData:
     mean: float
     std: float
     items: tuple[int, int, int]
+    grids: dict[str, Tensor] | None = None
+    pretrained: Pretrained | None = None
 
     @classmethod
     def build(
@@ -122,15 +129,23 @@ class CaptionData:
         x = (as_float(images) - self.mean) / self.std
         return x.to(device, memory_format=torch.channels_last)
 
+    def inputs(self, split: str, index: Tensor | slice) -> Tensor:
+        """What the models read of the ``split`` scenes at ``index``: grids or images (CPU)."""
+        if self.grids is not None:
+            return self.grids[split][index]
+        return self.prepare(getattr(self.worlds, split).images[index])
+
 
 def caption_batches(
     data: CaptionData, batch_size: int, *, seed: int, epoch: int, augmented: bool
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """An epoch's ``(images uint8, ids (B, T))`` batches, drawn from ``(seed, epoch)`` alone.
+    """An epoch's ``(inputs, ids (B, T))`` batches, drawn from ``(seed, epoch)`` alone.
 
     Each training scene comes once per epoch with one of its captions at random; rows
-    are trimmed to the batch's longest caption. ``augmented`` shifts each image by up to
-    2 pixels (no flips: a mirror image would make "to the left of" false).
+    are trimmed to the batch's longest caption. The inputs are
+    :meth:`CaptionData.inputs`: the precomputed grids, or the normalised images, which
+    ``augmented`` shifts by up to 2 pixels each (no flips: a mirror image would make "to
+    the left of" false; grids computed beforehand are never shifted).
     """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     scenes = torch.nonzero(data.counts > 0).flatten()
@@ -141,10 +156,13 @@ def caption_batches(
     for index, row in zip(scenes.split(batch_size), rows.split(batch_size), strict=True):
         ids = data.ids[row]
         ids = ids[:, : int((ids != data.vocab.pad_id).sum(1).max())]
+        if data.grids is not None:
+            yield data.grids["train"][index], ids
+            continue
         x = images[index]
         if augmented:
             x = augment([x], generator, flip=False)[0]
-        yield x, ids
+        yield data.prepare(x), ids
 
 
 def caption_text(vocab: Vocab, tokens: Sequence[int]) -> str:
@@ -155,22 +173,22 @@ def caption_text(vocab: Vocab, tokens: Sequence[int]) -> str:
 def decode(
     model: ShowAttendTell,
     data: CaptionData,
-    world: SceneWorld,
+    split: str,
     *,
     beam_size: int,
     max_len: int,
     need_weights: bool,
     count: int | None = None,
 ) -> list[Hypothesis]:
-    """Caption the first ``count`` scenes of ``world`` (all if None), in batches."""
+    """Caption the first ``count`` scenes of ``split`` (``"val"``, ``"test"``; all if None)."""
     device = next(model.parameters()).device
-    images = world.images[:count]
+    n = len(getattr(data.worlds, split)) if count is None else count
     bos, eos = data.vocab.id(BOS), data.vocab.id(EOS)
     hyps: list[Hypothesis] = []
-    for x in images.split(_DECODE_BATCH):
+    for index in torch.arange(n).split(_DECODE_BATCH):
         hyps += decode_captions(
             model,
-            data.prepare(x, device),
+            data.inputs(split, index).to(device),
             bos_id=bos,
             eos_id=eos,
             beam_size=beam_size,

@@ -13,17 +13,18 @@ fixed vocabulary (:func:`~attnlab.data.scenes.scene_vocab`): any other word beco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnlab.data.image_worlds import attention_in_box, uniform_box_share
 from attnlab.data.scenes import QUESTION_HOPS, SceneWorld, make_scenes, scene_splits, scene_vocab
 from attnlab.data.text import Vocab
 from attnlab.experiments import _worlds
 from attnlab.experiments._image_data import as_float
+from attnlab.experiments._scene_features import Pretrained, frozen_grids
 
 __all__ = [
     "MAX_WORDS",
@@ -79,6 +80,9 @@ class QuestionSplit:
         hops: Hops of each question ``(m,)`` (1 or 2).
         kinds: Each question's kind (a key of :data:`~attnlab.data.scenes.QUESTION_HOPS`).
         texts: Each question's text.
+        grids: Each scene's grid from the frozen pretrained encoder, ``(n, C, h, w)``
+            float (:mod:`~attnlab.experiments._scene_features`), what the models read;
+            None: they read the images.
     """
 
     images: Tensor
@@ -89,6 +93,7 @@ class QuestionSplit:
     hops: Tensor
     kinds: tuple[str, ...]
     texts: tuple[str, ...]
+    grids: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.scene)
@@ -113,6 +118,8 @@ class VQAData:
         mean: Mean pixel value of the training canvases, in [0, 1].
         std: Their standard deviation.
         items: Source items of the train, validation and test worlds.
+        pretrained: How the frozen encoder's pretraining went (its encoder dropped), or
+            None when the models read images.
     """
 
     train: QuestionSplit
@@ -122,6 +129,7 @@ class VQAData:
     mean: float
     std: float
     items: tuple[int, int, int]
+    pretrained: Pretrained | None = None
 
     def prepare(self, images: Tensor, device: torch.device | None = None) -> Tensor:
         """uint8 canvases as normalised float images on ``device``: a model's input."""
@@ -129,16 +137,28 @@ class VQAData:
 
 
 def load_scenes(
-    sizes: tuple[int, int, int], *, seed: int, canvas: int, questions: int, data_dir: str = ""
+    sizes: tuple[int, int, int],
+    *,
+    seed: int,
+    canvas: int,
+    questions: int,
+    data_dir: str = "",
+    encoder: nn.Module | None = None,
+    pretrain_seconds: float = 0.0,
 ) -> VQAData:
     """Load Fashion-MNIST and draw the train, validation and test scenes with their questions.
 
     Args:
         sizes: Scenes in the train, validation and test worlds.
-        seed: Seed of the held-out items and of the worlds (seed, +1, +2).
+        seed: Seed of the held-out items and of the worlds (seed, +1, +2), and of the
+            encoder's pretraining.
         canvas: Side of the square canvases (a 2 x 2 board of cells).
         questions: Questions of each kind per scene.
         data_dir: Folder with fashion-mnist/ ("" for the default chain).
+        encoder: When given, pretrained for ``pretrain_seconds`` and frozen; every split
+            then holds its scenes' grids
+            (:func:`~attnlab.experiments._scene_features.frozen_grids`).
+        pretrain_seconds: Wall-clock seconds of that pretraining.
     """
     # Through the module, so tests can swap the loader for a fake (_fake_items.py).
     train = _worlds.load_fashion_mnist("train", data_dir=data_dir or None)
@@ -149,7 +169,17 @@ def load_scenes(
     pixels = as_float(worlds.train.images)
     held = len(train) // 6
     items = (len(train) - held, held, len(test))
-    return VQAData(*splits, worlds.test, float(pixels.mean()), float(pixels.std()), items)
+    data = VQAData(*splits, worlds.test, float(pixels.mean()), float(pixels.std()), items)
+    if encoder is None:
+        return data
+    pretrained, grids = frozen_grids(
+        encoder, worlds, data.prepare, seconds=pretrain_seconds, seed=seed
+    )
+    return replace(
+        data,
+        **{name: replace(getattr(data, name), grids=grids[name]) for name in grids},
+        pretrained=replace(pretrained, encoder=nn.Identity()),
+    )
 
 
 def accuracy_by(correct: Tensor, kinds: Sequence[str], hops: Tensor) -> dict[str, float]:

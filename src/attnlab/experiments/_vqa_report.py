@@ -8,8 +8,10 @@ from typing import Any
 import torch
 
 from attnlab.data.scenes import QUESTION_HOPS
+from attnlab.experiments._images import TRAINING_SHARE
 from attnlab.experiments._report import summarise
 from attnlab.experiments._results import ModelResult, Outcome
+from attnlab.experiments._scene_features import encoder_line
 from attnlab.experiments._worlds import PAGE
 
 __all__ = ["goal", "report"]
@@ -114,11 +116,14 @@ def report(cfg: Any, outcome: Outcome[Any], *, budget: float, page: bool) -> str
     epochs = ", ".join(f"{r.model} {'/'.join(map(str, r.extra['epochs_runs']))}" for r in results)
     lines += [
         "",
+        encoder_line(data.pretrained),
+        "",
         f"Recipe: CNN widths {'-'.join(map(str, cfg.widths))}, embeddings "
         f"{cfg.embedding_dim}, LSTM and regions {cfg.hidden_size}, attention "
         f"{cfg.attention_size}, dropout {cfg.dropout}; AdamW (rate {cfg.lr:g}), batch "
         f"{cfg.batch_size}; {budget:.0f} s of training and validation per (model, seed) on "
-        f"{torch.get_num_threads()} thread(s) (85% of {cfg.budget_minutes:g} min over "
+        f"{torch.get_num_threads()} thread(s) "
+        f"({TRAINING_SHARE - cfg.pretrain_share:.0%} of {cfg.budget_minutes:g} min over "
         f"{len(cfg.models) * cfg.seeds} runs); epochs {epochs}.",
         "",
     ]

@@ -54,12 +54,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnlab.data.bleu import reference_bleu
 from attnlab.data.fashion_mnist import load_fashion_mnist
@@ -77,16 +77,25 @@ from attnlab.experiments._caption_eval import (
     score_captions,
 )
 from attnlab.experiments._images import (
+    TRAINING_SHARE,
     Fitted,
     ImageTraining,
     fit_budgeted,
-    seed_budget,
     train_models,
 )
 from attnlab.experiments._report import summarise
 from attnlab.experiments._results import ModelResult, count_parameters
+from attnlab.experiments._scene_features import (
+    PrecomputedGrid,
+    budget_split,
+    check_pretrain_share,
+    encoder_line,
+    frozen_grids,
+)
 from attnlab.experiments._worlds import PAGE, WorldSettings, check_widths, keep_maps, write_page
+from attnlab.models._caption_decoder import default_trunk
 from attnlab.models.show_attend_tell import CAPTION_ATTENTIONS, ShowAttendTell
+from attnlab.nn._checks import factory_kwargs
 from attnlab.train import seed_everything
 
 __all__ = ["MODELS", "CaptionConfig", "build", "prepare", "run", "train_one"]
@@ -120,6 +129,11 @@ class CaptionConfig(ImageTraining, WorldSettings):
         captions: reference captions per scene (fewer where fewer are true).
         figures: test scenes drawn as the classic figure (a PNG each) per seed-0 model;
             at most examples.
+        pretrain_share: share of the budget spent once per run pretraining the CNN to
+            name each grid cell's object (class and colour) on the training scenes; the
+            models then read its frozen grid with cell coordinates appended
+            (:mod:`~attnlab.experiments._scene_features`). 0: each model trains its own
+            CNN from the captions (shifted images when augment).
     """
 
     models: tuple[str, ...] = ("soft", "hard", "none")
@@ -140,6 +154,7 @@ class CaptionConfig(ImageTraining, WorldSettings):
     max_len: int = 16
     captions: int = 4
     figures: int = 3
+    pretrain_share: float = 0.05
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -151,6 +166,7 @@ class CaptionConfig(ImageTraining, WorldSettings):
         checks.positive(self, "grad_clip")
         checks.fraction(self, "dropout")
         check_widths(self, CANVAS)
+        check_pretrain_share(self)
         if self.max_len < 10:  # "a red bag to the left of a blue sneaker" has 10 words
             raise ValueError(
                 f"--max-len must be at least 10 (the longest caption has 10 words), "
@@ -167,17 +183,33 @@ def prepare(cfg: CaptionConfig) -> CaptionData:
     worlds = scene_splits(train, test, sizes, seed=cfg.world_seed, make=make)
     held = len(train) // 6
     items = (len(train) - held, held, len(test))
-    return CaptionData.build(worlds, scene_vocab(), items, max_len=cfg.max_len)
+    data = CaptionData.build(worlds, scene_vocab(), items, max_len=cfg.max_len)
+    seconds, _ = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
+    if not seconds:
+        return data
+    trunk = default_trunk(3, cfg.widths, factory_kwargs(None, None))
+    pretrained, grids = frozen_grids(
+        trunk, worlds, data.prepare, seconds=seconds, seed=cfg.world_seed
+    )
+    return replace(data, grids=grids, pretrained=replace(pretrained, encoder=nn.Identity()))
 
 
-def build(cfg: CaptionConfig, name: str, vocab_size: int) -> ShowAttendTell:
-    """The captioner with attention ``name`` (a key of ``CAPTION_ATTENTIONS``)."""
-    attention = CAPTION_ATTENTIONS[name](cfg.hidden_size, cfg.widths[-1], cfg.attention_size)
+def _runs(cfg: CaptionConfig) -> int:
+    return len(cfg.models) * cfg.seeds
+
+
+def build(cfg: CaptionConfig, name: str, vocab_size: int, grid: int = 0) -> ShowAttendTell:
+    """The captioner with attention ``name`` (a key of ``CAPTION_ATTENTIONS``).
+
+    ``grid``: the channels of precomputed grids it reads (:class:`PrecomputedGrid`); 0:
+    it reads images through its own CNN of ``cfg.widths``.
+    """
+    size = grid or cfg.widths[-1]
+    attention = CAPTION_ATTENTIONS[name](cfg.hidden_size, size, cfg.attention_size)
+    frozen = {"encoder": PrecomputedGrid(grid), "feature_size": grid, "in_channels": grid}
     return ShowAttendTell(
         vocab_size,
-        in_channels=3,
-        image_size=CANVAS,
-        widths=cfg.widths,
+        **(frozen if grid else {"in_channels": 3, "image_size": CANVAS, "widths": cfg.widths}),
         attention=attention,
         embedding_dim=cfg.embedding_dim,
         hidden_size=cfg.hidden_size,
@@ -193,13 +225,13 @@ def _fit(
 ) -> Fitted:
     """Teacher-forced training under the budget; the best epoch by greedy validation BLEU-4."""
     device = next(model.parameters()).device
-    budget = seed_budget(cfg, len(cfg.models) * cfg.seeds)
+    _, budget = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
     val = data.worlds.val
 
     def step(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Any]]:
-        images, ids = batch
+        inputs, ids = batch
         ids = ids.to(device)
-        terms = model.loss_terms(data.prepare(images, device), ids[:, :-1], ids[:, 1:])
+        terms = model.loss_terms(inputs.to(device), ids[:, :-1], ids[:, 1:])
         n = len(ids)
         return terms.total, {
             "loss": terms.total.detach() * n,
@@ -213,7 +245,7 @@ def _fit(
         return {k: float(sums[k]) / n for k in ("loss", "cross_entropy", "penalty")}
 
     def validate() -> dict[str, float]:
-        hyps = decode(model, data, val, beam_size=1, max_len=cfg.max_len, need_weights=False)
+        hyps = decode(model, data, "val", beam_size=1, max_len=cfg.max_len, need_weights=False)
         texts = [caption_text(data.vocab, h.tokens) for h in hyps]
         return {"val_bleu": reference_bleu(texts, references(val))}
 
@@ -242,12 +274,13 @@ def train_one(
 ) -> SeedResult:
     """Train one captioner under one seed, score its test captions, draw seed 0's."""
     seed_everything(seed)
-    model = build(cfg, name, len(data.vocab)).to(cfg.torch_device())
+    grid = 0 if data.grids is None else data.grids["train"].shape[1]
+    model = build(cfg, name, len(data.vocab), grid).to(cfg.torch_device())
     fitted = _fit(cfg, data, model, name, seed, run)
     model.eval()
     test = data.worlds.test
     hyps = decode(
-        model, data, test, beam_size=cfg.beam_size, max_len=cfg.max_len, need_weights=True
+        model, data, "test", beam_size=cfg.beam_size, max_len=cfg.max_len, need_weights=True
     )
     metrics = score_captions(hyps, test, data.vocab, canvas=CANVAS)
     nouns = metrics.pop("grounded_nouns")
@@ -327,7 +360,7 @@ def _report(cfg: CaptionConfig, outcome: Outcome[CaptionData], run_dir: RunDir) 
     data, results = outcome.data, outcome.results
     assert data is not None
     w, items = data.worlds, data.items
-    budget = seed_budget(cfg, len(cfg.models) * cfg.seeds)
+    _, budget = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
     refs = sum(len(c) for c in w.test.captions) / len(w.test)
     lines = [
         "",
@@ -345,11 +378,14 @@ def _report(cfg: CaptionConfig, outcome: Outcome[CaptionData], run_dir: RunDir) 
         "uniform map's share of the same boxes (the no-attention model scores it).",
         "",
         *_goal(results),
+        encoder_line(data.pretrained),
+        "",
         f"Recipe: CNN widths {'-'.join(map(str, cfg.widths))}, embedding "
         f"{cfg.embedding_dim}, LSTM {cfg.hidden_size}, attention {cfg.attention_size}; "
         f"lambda {cfg.doubly_stochastic:g}; AdamW (rate {cfg.lr:g}), batch {cfg.batch_size}, "
         f"clip {cfg.grad_clip:g}; {budget:.0f} s of training and validation per (model, "
-        f"seed) on {torch.get_num_threads()} thread(s) (85% of {cfg.budget_minutes:g} min "
+        f"seed) on {torch.get_num_threads()} thread(s) "
+        f"({TRAINING_SHARE - cfg.pretrain_share:.0%} of {cfg.budget_minutes:g} min "
         f"over {len(cfg.models) * cfg.seeds} runs).",
         "",
         "| model | epochs | best epoch | validation BLEU-4 | nouns scored | seed-0 captions |",

@@ -67,10 +67,10 @@ from attnlab.experiments._images import (
     Fitted,
     ImageTraining,
     fit_budgeted,
-    seed_budget,
     train_models,
 )
 from attnlab.experiments._results import count_parameters
+from attnlab.experiments._scene_features import PrecomputedGrid, budget_split, check_pretrain_share
 from attnlab.experiments._vqa_data import (
     QuestionSplit,
     VQAData,
@@ -116,16 +116,22 @@ class VQAConfig(ImageTraining, WorldSettings):
         hidden_size: LSTM state and region vector size d.
         attention_size: size of each hop's tanh layer.
         dropout: dropout on the final query before the answer layer.
+        pretrain_share: share of the budget spent once per run pretraining the CNN to
+            name each grid cell's object (class and colour) on the training scenes; the
+            models then read its frozen grid with cell coordinates appended
+            (:mod:`~attnlab.experiments._scene_features`). 0: each model trains its own
+            CNN from the answers (shifted images when augment).
     """
 
     models: tuple[str, ...] = tuple(MODELS)
     val_size: int = 1000  # validation runs every epoch: 4,300 questions, not 8,600
     questions: int = 1
-    widths: tuple[int, ...] = (8, 16, 32)
+    widths: tuple[int, ...] = (16, 32, 64)
     embedding_dim: int = 64
     hidden_size: int = 128
     attention_size: int = 64
     dropout: float = 0.1
+    pretrain_share: float = 0.05
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,29 +139,46 @@ class VQAConfig(ImageTraining, WorldSettings):
         checks.at_least(self, 1, "questions", "embedding_dim", "hidden_size", "attention_size")
         checks.fraction(self, "dropout")
         check_widths(self, CANVAS)
+        check_pretrain_share(self)
 
 
 def prepare(cfg: VQAConfig) -> VQAData:
     """The train, validation and test scenes and their questions, from disjoint items."""
     sizes = (cfg.train_size, cfg.val_size, cfg.test_size)
+    seconds, _ = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
     return load_scenes(
-        sizes, seed=cfg.world_seed, canvas=CANVAS, questions=cfg.questions, data_dir=cfg.data_dir
+        sizes,
+        seed=cfg.world_seed,
+        canvas=CANVAS,
+        questions=cfg.questions,
+        data_dir=cfg.data_dir,
+        encoder=ConvGridEncoder(3, widths=cfg.widths) if seconds else None,
+        pretrain_seconds=seconds,
     )
 
 
-def build(cfg: VQAConfig, name: str) -> StackedAttentionNetwork:
-    """An untrained model of that name (see :data:`MODELS`)."""
+def _runs(cfg: VQAConfig) -> int:
+    return len(cfg.models) * cfg.seeds
+
+
+def build(cfg: VQAConfig, name: str, grid: int = 0) -> StackedAttentionNetwork:
+    """An untrained model of that name (see :data:`MODELS`).
+
+    ``grid``: the channels of precomputed grids it reads (:class:`PrecomputedGrid`); 0:
+    it reads images through its own CNN of ``cfg.widths``.
+    """
     hops = MODELS[name]
-    encoder = None if hops is None else partial(ConvGridEncoder, widths=cfg.widths)
+    encoder = PrecomputedGrid if grid else partial(ConvGridEncoder, widths=cfg.widths)
     return StackedAttentionNetwork(
         len(scene_vocab()),
         len(ANSWERS),
+        in_channels=grid or 3,
         hops=hops or 0,
         embedding_dim=cfg.embedding_dim,
         hidden_size=cfg.hidden_size,
         attention_size=cfg.attention_size,
-        image_encoder=encoder,
-        image_size=CANVAS,
+        image_encoder=None if hops is None else encoder,
+        image_size=CANVAS // 2 ** len(cfg.widths) if grid else CANVAS,
         dropout=cfg.dropout,
     )
 
@@ -174,6 +197,8 @@ def _inputs(
     ids = split.ids[index, : int(lengths.max())].to(device)  # trim the batch's padding
     if model.image_encoder is None:
         return None, ids, lengths.to(device)
+    if split.grids is not None:  # computed beforehand by the frozen encoder: never shifted
+        return split.grids[split.scene[index]].to(device), ids, lengths.to(device)
     images = split.images[split.scene[index]]
     if generator is not None:  # shifts only: a mirrored scene would swap left and right
         images = augment([images], generator, flip=False)[0]
@@ -278,8 +303,9 @@ def _draw(
 def train_one(cfg: VQAConfig, data: VQAData, name: str, seed: int, run: RunDir) -> SeedResult:
     """Train and test one model under one seed: accuracy by kind and hop; draw seed 0."""
     seed_everything(seed)
-    model = build(cfg, name).to(cfg.torch_device())
-    budget = seed_budget(cfg, len(cfg.models) * cfg.seeds)
+    grid = 0 if data.train.grids is None else data.train.grids.shape[1]
+    model = build(cfg, name, grid).to(cfg.torch_device())
+    _, budget = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
     fitted = _fit(
         cfg,
         model,
@@ -328,7 +354,8 @@ def run(cfg: VQAConfig, run_dir: RunDir) -> Outcome[VQAData]:
 
 def _report(cfg: VQAConfig, outcome: Outcome[VQAData], run_dir: RunDir) -> str:
     page = (run_dir.path / PAGE).is_file()
-    return report(cfg, outcome, budget=seed_budget(cfg, len(cfg.models) * cfg.seeds), page=page)
+    _, budget = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
+    return report(cfg, outcome, budget=budget, page=page)
 
 
 register(
