@@ -180,3 +180,23 @@ def test_bad_input_is_one_clear_line(call, error, message):
     with pytest.raises(error, match=message) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_a_learned_canvas_is_where_drawing_and_sampling_start():
+    model = plain(learned_canvas=True)
+    assert model.initial_canvas is not None and plain().initial_canvas is None
+    with torch.no_grad():
+        model.initial_canvas.fill_(-3.0)
+        for p in model.write.parameters():  # nothing is written: c_T = c_0
+            p.zero_()
+    x = binary(4)
+    out = model(x)
+    expected = F.binary_cross_entropy_with_logits(torch.full_like(x, -3.0), x, reduction="none")
+    torch.testing.assert_close(out.reconstruction, expected.flatten(1).sum(1))
+    torch.testing.assert_close(
+        model.sample(2).images, torch.full((2, *x.shape[1:]), 0.0474), atol=1e-4, rtol=0
+    )
+    out.loss.backward()
+    assert model.initial_canvas.grad is not None and model.initial_canvas.grad.abs().sum() > 0
+    with pytest.raises(TypeError, match="learned_canvas"):
+        plain(learned_canvas=1)

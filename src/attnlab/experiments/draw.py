@@ -109,6 +109,7 @@ class DrawConfig(ImageTraining):
         latent_size: latents z_t per step.
         read_size: N of the read grid (N x N filters) of the attention model.
         write_size: N of the write grid of the attention model.
+        learned_canvas: both models start from a learned bias image c_0 instead of 0.
         grad_clip: clip the gradient norm to this.
         train_size: training images per dataset.
         val_size: validation images per dataset (best epoch).
@@ -128,6 +129,7 @@ class DrawConfig(ImageTraining):
     latent_size: int = 16
     read_size: int = 2
     write_size: int = 5
+    learned_canvas: bool = True
     grad_clip: float = 10.0
     train_size: int = 4000
     val_size: int = 500
@@ -294,6 +296,7 @@ def build(cfg: DrawConfig, name: str) -> DRAW:
         latent_size=cfg.latent_size,
         encoder_size=cfg.hidden_size,
         decoder_size=cfg.hidden_size,
+        learned_canvas=cfg.learned_canvas,
         **operators,
     )
 

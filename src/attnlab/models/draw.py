@@ -1,8 +1,8 @@
 r"""DRAW: a recurrent variational auto-encoder that draws an image over T steps.
 
 Gregor, Danihelka, Graves, Rezende & Wierstra 2015, "DRAW: A Recurrent Neural Network
-For Image Generation" (section 2). With canvas :math:`c_0 = 0` and zero LSTM states,
-for :math:`t = 1..T`:
+For Image Generation" (section 2). With canvas :math:`c_0` (0, or a learned bias image
+with ``learned_canvas=True``) and zero LSTM states, for :math:`t = 1..T`:
 
 .. math::
     \hat x_t = x - \sigma(c_{t-1}),\quad r_t = \mathrm{read}(x, \hat x_t, h^{dec}_{t-1}),\quad
@@ -140,6 +140,9 @@ class DRAW(nn.Module):
             :class:`~attnlab.vision.draw_attention.FullRead` (no attention).
         write: Class or factory of the write operator; default
             :class:`~attnlab.vision.draw_attention.FullWrite`.
+        learned_canvas: Start from a learned bias image ``c_0`` (logits, zeros at first)
+            instead of 0. A whole-canvas write learns the background in its bias at
+            once; a window write would spend its steps painting it.
         device: Where to create the parameters.
         dtype: Their dtype.
 
@@ -170,6 +173,7 @@ class DRAW(nn.Module):
         decoder_size: int = 256,
         read: OperatorFactory = FullRead,
         write: OperatorFactory = FullWrite,
+        learned_canvas: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -206,6 +210,12 @@ class DRAW(nn.Module):
         self.encoder = nn.LSTMCell(glimpse + self.decoder_size, self.encoder_size, **factory)
         self.posterior = nn.Linear(self.encoder_size, 2 * self.latent_size, **factory)
         self.decoder = nn.LSTMCell(self.latent_size, self.decoder_size, **factory)
+        if not isinstance(learned_canvas, bool):
+            raise TypeError(f"learned_canvas must be True or False, got {learned_canvas!r}")
+        shape = (self.channels, self.height, self.width)
+        self.initial_canvas = (
+            nn.Parameter(torch.zeros(shape, **factory)) if learned_canvas else None
+        )
 
     def _check(self, x: object) -> Tensor:
         t = check_input(self, "x", x, parameter_dtype(self))
@@ -228,6 +238,12 @@ class DRAW(nn.Module):
         self, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None
     ) -> Tensor:
         return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    def _first_canvas(self, n: int, like: Tensor) -> Tensor:
+        """``c_0`` for ``n`` images: zeros, or the learned bias image."""
+        if self.initial_canvas is None:
+            return like.new_zeros(n, self.channels, self.height, self.width)
+        return self.initial_canvas.expand(n, -1, -1, -1)
 
     def _write(self, h_dec: Tensor, need_weights: bool) -> AttentionOutput:
         out = self.write(h_dec, need_weights=need_weights)
@@ -263,7 +279,7 @@ class DRAW(nn.Module):
         state_enc = (h_enc, h_enc)
         h_dec = x.new_zeros(b, self.decoder_size)
         state_dec = (h_dec, h_dec)
-        canvas = torch.zeros_like(x)
+        canvas = self._first_canvas(b, x)
         kl, canvases, reads, writes = [], [], [], []
         for _ in range(self.steps):
             x_hat = x - torch.sigmoid(canvas)
@@ -310,7 +326,7 @@ class DRAW(nn.Module):
         weight = self.posterior.weight
         h_dec = weight.new_zeros(n, self.decoder_size)
         state_dec = (h_dec, h_dec)
-        canvas = weight.new_zeros(n, self.channels, self.height, self.width)
+        canvas = self._first_canvas(n, weight)
         canvases, writes = [], []
         for _ in range(steps):
             z = self._noise((n, self.latent_size), weight, generator)
