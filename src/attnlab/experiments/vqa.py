@@ -111,7 +111,7 @@ class VQAConfig(ImageTraining, WorldSettings):
     Attributes:
         models: which models to train: question-only, cnn-lstm, san-1, san-2.
         questions: questions of each kind per scene (where the scene determines one).
-        widths: channels of the CNN stages (a 2x2 pool after each; 3 stages: 8x8 grid).
+        widths: channels of the CNN stages (a 2x2 pool between stages; 4 stages: 8x8 grid).
         embedding_dim: word embedding size.
         hidden_size: LSTM state and region vector size d.
         attention_size: size of each hop's tanh layer.
@@ -126,7 +126,7 @@ class VQAConfig(ImageTraining, WorldSettings):
     models: tuple[str, ...] = tuple(MODELS)
     val_size: int = 1000  # validation runs every epoch: 4,300 questions, not 8,600
     questions: int = 1
-    widths: tuple[int, ...] = (16, 32, 64)
+    widths: tuple[int, ...] = (8, 16, 32, 64)
     embedding_dim: int = 64
     hidden_size: int = 128
     attention_size: int = 64
@@ -152,7 +152,7 @@ def prepare(cfg: VQAConfig) -> VQAData:
         canvas=CANVAS,
         questions=cfg.questions,
         data_dir=cfg.data_dir,
-        encoder=ConvGridEncoder(3, widths=cfg.widths) if seconds else None,
+        encoder=ConvGridEncoder(3, widths=cfg.widths, pool_last=False) if seconds else None,
         pretrain_seconds=seconds,
     )
 
@@ -168,7 +168,8 @@ def build(cfg: VQAConfig, name: str, grid: int = 0) -> StackedAttentionNetwork:
     it reads images through its own CNN of ``cfg.widths``.
     """
     hops = MODELS[name]
-    encoder = PrecomputedGrid if grid else partial(ConvGridEncoder, widths=cfg.widths)
+    trunk = partial(ConvGridEncoder, widths=cfg.widths, pool_last=False)
+    encoder = PrecomputedGrid if grid else trunk
     return StackedAttentionNetwork(
         len(scene_vocab()),
         len(ANSWERS),
@@ -178,7 +179,7 @@ def build(cfg: VQAConfig, name: str, grid: int = 0) -> StackedAttentionNetwork:
         hidden_size=cfg.hidden_size,
         attention_size=cfg.attention_size,
         image_encoder=None if hops is None else encoder,
-        image_size=CANVAS // 2 ** len(cfg.widths) if grid else CANVAS,
+        image_size=CANVAS // 2 ** (len(cfg.widths) - 1) if grid else CANVAS,
         dropout=cfg.dropout,
     )
 

@@ -68,16 +68,21 @@ class ConvGridEncoder(nn.Module):
     Args:
         in_channels: image channels.
         widths: channels of each stage.
+        pool_last: also pool after the last stage; False: the stages of
+            :class:`~attnlab.models.ConvNet` (a pool between stages only).
         device: where to create the parameters.
         dtype: their dtype.
 
     Shapes:
-        images ``(B, in_channels, H, W)`` with ``H, W >= 2**len(widths)`` ->
-        ``(B, widths[-1], H // 2**len(widths), W // 2**len(widths))``.
+        images ``(B, in_channels, H, W)`` with ``H, W >= r`` ->
+        ``(B, widths[-1], H // r, W // r)``, ``r = 2**len(widths)`` (``pool_last=False``:
+        ``2**(len(widths) - 1)``), the ``reduction`` attribute.
 
     Example:
         >>> ConvGridEncoder(3, widths=(4, 8))(torch.randn(2, 3, 16, 12)).shape
         torch.Size([2, 8, 4, 3])
+        >>> ConvGridEncoder(3, widths=(4, 8), pool_last=False)(torch.randn(2, 3, 16, 12)).shape
+        torch.Size([2, 8, 8, 6])
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class ConvGridEncoder(nn.Module):
         in_channels: int,
         *,
         widths: Sequence[int] = (16, 32, 64),
+        pool_last: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -96,11 +102,12 @@ class ConvGridEncoder(nn.Module):
         stages = []
         for i, width in enumerate(widths):
             width = as_positive(f"widths[{i}]", width)
-            stages.append(ConvStage(c_in, width, None, pool=True, **factory))
+            last = i == len(widths) - 1
+            stages.append(ConvStage(c_in, width, None, pool=pool_last or not last, **factory))
             c_in = width
         self.stages = nn.Sequential(*stages)
         self.out_channels = c_in
-        self.reduction = 2 ** len(stages)
+        self.reduction = 2 ** (len(stages) - (0 if pool_last else 1))
 
     def forward(self, images: Tensor) -> Tensor:
         """The grid features ``(B, out_channels, h, w)``."""
