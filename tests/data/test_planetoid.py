@@ -1,3 +1,4 @@
+import hashlib
 import os
 import pickle
 import pickletools
@@ -119,7 +120,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_unknown_name_and_unpinned_dataset():
     with pytest.raises(ValueError, match="unknown Planetoid dataset 'reddit'"):
         load_planetoid("reddit")  # type: ignore[arg-type]
-    with pytest.raises(DataNotFoundError, match="no pinned sha256 for planetoid/ind.pubmed.x"):
+    with pytest.raises(DataNotFoundError, match="pubmed is not ready .ready: cora, citeseer.: no "):
         load_planetoid("pubmed")
 
 
@@ -136,6 +137,53 @@ def test_checksums_verified_and_offline_error_names_file(tmp_path, monkeypatch):
     empty.mkdir()
     with pytest.raises(DataNotFoundError, match="kimiyoung/planetoid/raw/master/data/ind.cora.x"):
         load_planetoid("cora", data_dir=empty)
+
+
+def test_citeseer_is_pinned_fetched_from_its_address_and_verified(tmp_path, monkeypatch):
+    assert "citeseer" in planetoid.READY and "pubmed" not in planetoid.READY
+    assert all(f"planetoid/ind.citeseer.{s}" in planetoid.CHECKSUMS for s in PLANETOID_SUFFIXES)
+    _write_toy(tmp_path / "planetoid", "citeseer")  # right names, wrong bytes
+    with pytest.raises(DataChecksumError, match="ind.citeseer.x"):
+        load_planetoid("citeseer", data_dir=tmp_path)
+    asked = []
+
+    def offline(url, dest, **kwargs):
+        asked.append(url)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(planetoid, "download_url", offline)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataNotFoundError, match="planetoid/ind.citeseer.x") as error:
+        load_planetoid("citeseer", data_dir=empty)
+    assert "\n" not in str(error.value).strip()
+    assert asked and asked[0].endswith("kimiyoung/planetoid/raw/master/data/ind.citeseer.x")
+
+
+def test_a_verified_local_citeseer_copy_is_used(tmp_path, monkeypatch):
+    # The real files are not here: pin the toy files' own digests, as a verified copy.
+    folder = tmp_path / "planetoid"
+    _write_toy(folder, "citeseer")
+    digests = {
+        f"planetoid/ind.citeseer.{s}": hashlib.sha256(
+            (folder / f"ind.citeseer.{s}").read_bytes()
+        ).hexdigest()
+        for s in PLANETOID_SUFFIXES
+    }
+    monkeypatch.setattr(planetoid, "CHECKSUMS", {**planetoid.CHECKSUMS, **digests})
+    monkeypatch.setattr(planetoid, "download_url", lambda *a, **k: pytest.fail("downloaded"))
+    g = load_planetoid("citeseer", data_dir=tmp_path)
+    assert g.x.shape == (6, 2) and g.classes == 2
+
+
+def test_pinned_citeseer_digests_match_the_data_readme():
+    readme = REAL_DATA_DIR / "README.md"
+    if not readme.is_file():
+        pytest.skip("the shared data README is not beside this checkout")
+    text = readme.read_text(encoding="utf-8")
+    for suffix in PLANETOID_SUFFIXES:
+        digest = planetoid.CHECKSUMS[f"planetoid/ind.citeseer.{suffix}"]
+        assert f"{suffix} `{digest}`" in text
 
 
 class _Call:

@@ -14,9 +14,9 @@ range that have no row in ``tx``) get zero features and label 0, and belong to n
 
 Files are found by :func:`attnlab.data.sources.resolve` in ``<data dir>/planetoid/``,
 then the cache, then downloaded from :data:`PLANETOID_URL` and checked against
-:data:`CHECKSUMS`. Only Cora's files are pinned so far; CiteSeer and PubMed need their
-sha256 values added to :data:`CHECKSUMS` before :func:`load_planetoid` will fetch
-them (:func:`read_planetoid` reads already-verified files from any folder).
+:data:`CHECKSUMS`. Cora's and CiteSeer's files are pinned (:data:`READY`); PubMed needs
+its sha256 values added to :data:`CHECKSUMS` before :func:`load_planetoid` will fetch
+it (:func:`read_planetoid` reads already-verified files from any folder).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = [
     "PLANETOID_NAMES",
     "PLANETOID_SUFFIXES",
     "PLANETOID_URL",
+    "READY",
     "PlanetoidGraph",
     "load_planetoid",
     "read_planetoid",
@@ -85,7 +86,27 @@ CHECKSUMS: dict[str, str] = {
     "planetoid/ind.cora.test.index": (
         "297ce89af2b51a6a194181c7dbe1796c6a1cf9cd9349a88383b1b1e227867875"
     ),
+    "planetoid/ind.citeseer.x": "d20de19150741e555de0ed037195630fc194114ebc7fd72ced62810148aa22f6",
+    "planetoid/ind.citeseer.y": "8ba87e515d8e3ee3cf52f6d2c5b86aa73f11ecad825a808455209ec26cd54924",
+    "planetoid/ind.citeseer.tx": "539a8906a2da97628d212f2fdd668c109a8b3f0d36574b59e5d3fd5b5303da21",
+    "planetoid/ind.citeseer.ty": "55e5bd1ba1e733a04598753ad1a8d57957f4b8f89e74519f41f4f4938767e4ce",
+    "planetoid/ind.citeseer.allx": (
+        "2ac30345d95c9ec933a817ee0bdd6a5f077f8c184a20e696910192d534414668"
+    ),
+    "planetoid/ind.citeseer.ally": (
+        "f704b2d986dde6c2669934de1f3ae5696a6cf9455c0f6b2646a2d135ea0a1c95"
+    ),
+    "planetoid/ind.citeseer.graph": (
+        "d79a4ef9d3e7169aee8946145f6b7306e35bc79bffad26346cfb94e10e9912a7"
+    ),
+    "planetoid/ind.citeseer.test.index": (
+        "2af990671580b6b2df5d158d1038f8292e30c9cd821b5453f399659b25b723d4"
+    ),
 }
+
+READY: tuple[str, ...] = ("cora", "citeseer")
+"""The datasets whose files are pinned in :data:`CHECKSUMS`, so :func:`load_planetoid`
+fetches and verifies them (PubMed waits for its checksums)."""
 
 
 @dataclass(frozen=True)
@@ -253,8 +274,9 @@ def load_planetoid(
         url = PLANETOID_URL.format(name=name, suffix=suffix)
         if relpath not in CHECKSUMS:
             raise DataNotFoundError(
-                f"no pinned sha256 for {relpath}; add it to attnlab.data.planetoid.CHECKSUMS "
-                f"(file from {url}) or read verified files with read_planetoid(folder, {name!r})"
+                f"{name} is not ready (ready: {', '.join(READY)}): no pinned sha256 for "
+                f"{relpath}; add it to attnlab.data.planetoid.CHECKSUMS (file from {url}) or "
+                f"read verified files with read_planetoid(folder, {name!r})"
             )
         fetch = functools.partial(_fetch, url=url)
         paths[suffix] = resolve(

@@ -72,7 +72,9 @@ class GATConfig:
     """Settings of the GAT experiment (defaults: the paper's Cora recipe).
 
     Attributes:
-        dataset: Planetoid graph with the public split.
+        dataset: Planetoid graph with the public split: cora or citeseer (pinned, fetched
+            and verified, or a verified copy in the data folder's planetoid/); pubmed is
+            not ready (its checksums are not pinned).
         runs: training runs per model (seeds 0..N-1).
         models: gat (learned attention), gat-uniform (1/degree weights), gatv2.
         hidden: features per head of the first layer (paper: 8).
