@@ -28,9 +28,10 @@ validation accuracy), 2,000 test scenes (test items; every scene holds a held-ou
 one question of each kind a scene determines (about 4.3 per scene: 42,986 training,
 8,624 test questions, 2,684 of them two-hop). The image encoder, as in the paper (VGG's
 last pooling layer, trained on ImageNet), is trained beforehand and frozen: a CNN of
-widths 8-16-32-64 (a pool between stages: an 8 x 8 grid) spends 5% of the budget
-learning to name each cell's object (class and colour) on the training scenes, and
-every model reads its grid with the cells' x and y appended
+widths 16-32-64 (a 2x2 pool after each stage: an 8 x 8 grid of 8-pixel cells, each
+seeing about 30 pixels, its own item's quadrant) spends 5% of the budget learning to
+name each cell's object (class and colour) on the training scenes, and every model
+reads its grid with the cells' x and y appended
 (:mod:`~attnlab.experiments._scene_features`; ``--pretrain-share 0``: each model trains
 its own CNN from the answers, on 2-pixel shifts). Embeddings 64, LSTM and region size
 128, attention size 64, dropout 0.1; AdamW (rate 2e-3, weight decay 0.05), gradient
@@ -42,13 +43,16 @@ Why the frozen encoder: trained with each model, the CNN ran once per question, 
 two 43-second probes (``--seeds 1``, 0.12 epoch, from scratch) left CNN + LSTM and
 SAN-2 at the answer priors (37.3% and 37.6%). On frozen grids (a probe with ``--models
 cnn-lstm san-1 san-2 --seeds 1 --budget-minutes 8 --pretrain-share 0.1875 --val-size
-300 --test-size 500``, one thread beside another run, a 16-32-64 encoder naming the
-class of 69% of the object cells): CNN + LSTM 40.6% (two-hop 39.7%), SAN-1 55.4%
-(52.4%), SAN-2 56.2% (52.1%), 6 to 12 epochs each; the SANs' last hop put 0.41-0.43 of
-its mass on the answer object (uniform 0.10). Answers that are a class (corner,
-relation: 26-36%) lag those that are a colour (colour, relation_colour: 68-84%), as the
-encoder names colours far better than classes; hence the faster 8-16-32-64 trunk, which
-learns more in the same pretraining time.
+300 --test-size 500``, one thread beside another run; the encoder named the class of
+69% of the object cells): CNN + LSTM 40.6% (two-hop 39.7%), SAN-1 55.4% (52.4%), SAN-2
+56.2% (52.1%), 6 to 12 epochs each.
+
+Why cells that see little beyond their own item: a full default run with a deeper trunk
+(8-16-32-64, a pool between stages, each cell seeing about 60 pixels, nearly the whole
+canvas; ``--widths 8 16 32 64`` does not build it: it was ``ConvGridEncoder(pool_last=
+False)``) gave the mean-pooled baseline the relations for free (CNN + LSTM two-hop
+45.6%, SAN-2 54.4%, SAN-1 59.2%), and the SANs' first hop went straight to the answer:
+a cell that sees its neighbour answers "what is to the right of the shirt?" alone.
 
 Pictures of the seed-0 SANs: for a few test questions (every kind in turn), the scene
 with each hop's attention laid over it, the question and the predicted and true answers
@@ -121,7 +125,7 @@ class VQAConfig(ImageTraining, WorldSettings):
     Attributes:
         models: which models to train: question-only, cnn-lstm, san-1, san-2.
         questions: questions of each kind per scene (where the scene determines one).
-        widths: channels of the CNN stages (a 2x2 pool between stages; 4 stages: 8x8 grid).
+        widths: channels of the CNN stages (a 2x2 pool after each; 3 stages: 8x8 grid).
         embedding_dim: word embedding size.
         hidden_size: LSTM state and region vector size d.
         attention_size: size of each hop's tanh layer.
@@ -136,7 +140,7 @@ class VQAConfig(ImageTraining, WorldSettings):
     models: tuple[str, ...] = tuple(MODELS)
     val_size: int = 1000  # validation runs every epoch: 4,300 questions, not 8,600
     questions: int = 1
-    widths: tuple[int, ...] = (8, 16, 32, 64)
+    widths: tuple[int, ...] = (16, 32, 64)
     embedding_dim: int = 64
     hidden_size: int = 128
     attention_size: int = 64
@@ -162,7 +166,7 @@ def prepare(cfg: VQAConfig) -> VQAData:
         canvas=CANVAS,
         questions=cfg.questions,
         data_dir=cfg.data_dir,
-        encoder=ConvGridEncoder(3, widths=cfg.widths, pool_last=False) if seconds else None,
+        encoder=ConvGridEncoder(3, widths=cfg.widths) if seconds else None,
         pretrain_seconds=seconds,
     )
 
@@ -178,8 +182,7 @@ def build(cfg: VQAConfig, name: str, grid: int = 0) -> StackedAttentionNetwork:
     it reads images through its own CNN of ``cfg.widths``.
     """
     hops = MODELS[name]
-    trunk = partial(ConvGridEncoder, widths=cfg.widths, pool_last=False)
-    encoder = PrecomputedGrid if grid else trunk
+    encoder = PrecomputedGrid if grid else partial(ConvGridEncoder, widths=cfg.widths)
     return StackedAttentionNetwork(
         len(scene_vocab()),
         len(ANSWERS),
@@ -189,7 +192,7 @@ def build(cfg: VQAConfig, name: str, grid: int = 0) -> StackedAttentionNetwork:
         hidden_size=cfg.hidden_size,
         attention_size=cfg.attention_size,
         image_encoder=None if hops is None else encoder,
-        image_size=CANVAS // 2 ** (len(cfg.widths) - 1) if grid else CANVAS,
+        image_size=CANVAS // 2 ** len(cfg.widths) if grid else CANVAS,
         dropout=cfg.dropout,
     )
 
