@@ -13,7 +13,7 @@ from attnlab.experiments import ModelResult, run_experiment
 from attnlab.experiments._draw_pictures import animate_draw_steps, plot_draw_steps
 from attnlab.experiments._draw_report import goal_lines
 from attnlab.models.draw import DrawSteps
-from attnlab.vision.draw_attention import DrawRead
+from attnlab.vision.draw_attention import DrawRead, draw_write
 from experiments._fake_items import fake_fashion_mnist
 
 PER_CLASS = 20
@@ -179,7 +179,7 @@ def test_bad_settings_are_one_line(kwargs, error, match):
 
 
 def test_the_first_windows_tile_the_image_so_the_first_read_sees_the_digit():
-    cfg = draw.DrawConfig(hidden_size=8)
+    cfg = draw.DrawConfig(hidden_size=8, read_size=2, write_size=5)  # the paper's MNIST sizes
     model = draw.build(cfg, "draw")
     blob = torch.zeros(1, 1, 28, 28)
     blob[..., 10:18, 10:18] = 1.0  # a centred stroke, far from the corners
@@ -188,7 +188,10 @@ def test_the_first_windows_tile_the_image_so_the_first_read_sees_the_digit():
     assert window[0].tolist() == pytest.approx([14.5, 14.5, 49.0, 14.0, 1.0])
     assert glimpse.min() > 0.05  # each of the 2x2 filters sees a quarter of the blob
     _, write = model.write(h)
-    assert write[0].tolist() == pytest.approx([14.5, 14.5, 2.8**2, 5.6, 1.0])
+    assert write[0].tolist() == pytest.approx([14.5, 14.5, 2.8**2, 5.6, 1 / 5.6**2])
+    # Unit gain: a patch of ones adds about one logit to the pixels it covers.
+    canvas = draw_write(torch.ones(1, 1, 5, 5), write, height=28, width=28).context
+    assert 0.8 < canvas[0, 0, 8:20, 8:20].min() and canvas[0, 0, 8:20, 8:20].max() < 1.2
     # The module's own start (bias zero) puts the 2x2 filters on the corner pixels.
     corners, _ = DrawRead(8, 28, 28, size=2)(blob, blob, h)
     assert corners.abs().max() < 1e-6
