@@ -4,9 +4,9 @@ Gregor, Danihelka, Graves, Rezende & Wierstra 2015, "DRAW: A Recurrent Neural Ne
 Image Generation". :class:`~attnlab.models.draw.DRAW` is a recurrent VAE that draws an
 image over ``T`` steps; the experiment compares its two versions at the same budget:
 
-- ``draw``: Gaussian filterbank attention, a 2x2 read grid and a 5x5 write grid
-  (:class:`~attnlab.vision.draw_attention.DrawRead` / ``DrawWrite``, the paper's MNIST
-  sizes);
+- ``draw``: Gaussian filterbank attention, a 12x12 read grid and a 12x12 write grid
+  (:class:`~attnlab.vision.draw_attention.DrawRead` / ``DrawWrite``; the paper's MNIST
+  sizes, 2x2 and 5x5, are ``--read-size 2 --write-size 5``);
 - ``draw-no-attention``: reads the whole image and its error image, writes the whole
   canvas (:class:`~attnlab.vision.draw_attention.FullRead` / ``FullWrite``).
 
@@ -32,22 +32,26 @@ Bernoulli(grey / 255) with ``--data-seed``, as for the paper's binarised MNIST;
 ``threshold``: grey > 127).
 
 Recipe (the defaults, chosen to fit the budget): T = 16 steps, 128 LSTM units in the
-encoder and the decoder, 16 latents per step, read 2x2 and write 5x5 with their first
-windows tiling the image (:func:`tiling`); AdamW (rate 3e-3, no weight decay), batch
-100, gradient norm clipped at 10, 5% warm-up then linear decay to zero at 30 epochs or
-at the end of the run's share of the budget; the best epoch by validation bound. The
-paper's sizes (T = 64, 256 units) take about 1.7 s per training step here, far too
-slow. Measured with OMP_NUM_THREADS=1 while a timed run shared the 2-core machine: 0.16
-to 0.3 s per step of 100 images with attention, 0.19 to 0.34 s without; each of the 2
-models x 3 seeds x 2 datasets gets 127 s of training and validation (85% of 30 minutes
-over 12 runs), some 400 to 800 steps; ``--dataset mnist`` doubles that.
+encoder and the decoder, 16 latents per step, read 12x12 and write 12x12 with their
+first windows tiling the image and the write at unit gain (:func:`tiling`), both models
+starting from a learned bias canvas ``c_0`` (``--learned-canvas``); AdamW (rate 3e-3,
+no weight decay), batch 100, gradient norm clipped at 10, 5% warm-up then linear decay
+to zero at 30 epochs or at the end of the run's share of the budget; the best epoch by
+validation bound. The paper's sizes (T = 64, 256 units) take about 1.7 s per training
+step here, far too slow. Each of the 2 models x 3 seeds x 2 datasets gets 127 s of
+training and validation (85% of 30 minutes over 12 runs), some 20 to 30 epochs;
+``--dataset mnist`` doubles that.
 
-Two 1.8-minute probes (MNIST-5k, one seed, 46 s and about 150 steps per model, one
-thread on the busy machine) gave, without attention, 188.6 nats at rate 1e-3 and 166.7
-at 3e-3 (hence 3e-3); with attention, 208.4 at both rates: stuck at the mean image
-(KL 0.05-0.12 nats), because the module's own first 2x2 read sees only the corner
-pixels. The tiled first window (:func:`tiling`) was added after the probes, so its
-effect at full scale is not measured here.
+Why these windows: with T = 16 instead of 64 each step must read and write more. The
+paper's 2x2 read and 5x5 write (a full default run, 30 minutes, 2 threads: 187.6 +/- 3.2
+nats against 112.3 +/- 0.2 without attention on MNIST-5k) stayed near the mean image
+with KL 4 nats, its windows running off the canvas. One-seed probes on MNIST-5k (``--
+dataset mnist --models draw --seeds 1 --budget-minutes 2.5``, 128 s, one thread beside
+another probe), best validation bound: 2x2 / 5x5 with the write's gamma at 1 186.8 nats
+(learned canvas or not), with the unit-gain write 146.7; read / write 5 / 5 127.0, 12 /
+5 119.8, 5 / 12 113.0, 8 / 8 113.4, 12 / 12 110.7; without attention 116.6 (lower is
+better); learning rates 1e-3 and 3e-4 with the old write were worse (190.3, 198.0
+test).
 
 Pictures of the seed-0 models (per dataset): a strip with the canvas after each step and
 the read (green) and write (red) windows drawn on it, the same as an animated GIF, and a
