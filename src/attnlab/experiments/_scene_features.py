@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -129,14 +129,15 @@ class Pretrained:
     """A pretrained encoder and how it did.
 
     Attributes:
-        encoder: The encoder, in eval mode, its parameters frozen.
+        encoder: The encoder, in eval mode, its parameters frozen; None where only the
+            figures are kept (:func:`frozen_grids`).
         steps: Optimizer steps taken.
         seconds: Wall-clock seconds of pretraining.
         class_accuracy: Share of the validation world's object cells whose class it names.
         colour_accuracy: Same for their colour.
     """
 
-    encoder: nn.Module
+    encoder: nn.Module | None
     steps: int
     seconds: float
     class_accuracy: float
@@ -261,17 +262,17 @@ def frozen_grids(
     """Pretrain ``encoder`` on ``worlds.train`` and compute every split's grid features.
 
     Returns:
-        How the pretraining went, and :func:`grid_features` of the ``"train"``, ``"val"``
-        and ``"test"`` scenes.
+        How the pretraining went (the encoder dropped: its grids are all that is read),
+        and :func:`grid_features` of the ``"train"``, ``"val"`` and ``"test"`` scenes.
     """
     pretrained = pretrain_grid_encoder(
         encoder, worlds.train, worlds.val, prepare, seconds=seconds, seed=seed
     )
     grids = {
-        name: grid_features(pretrained.encoder, getattr(worlds, name).images, prepare)
+        name: grid_features(encoder, getattr(worlds, name).images, prepare)
         for name in ("train", "val", "test")
     }
-    return pretrained, grids
+    return replace(pretrained, encoder=None), grids
 
 
 def encoder_line(pretrained: Pretrained | None) -> str:

@@ -178,7 +178,7 @@ def load_scenes(
     return replace(
         data,
         **{name: replace(getattr(data, name), grids=grids[name]) for name in grids},
-        pretrained=replace(pretrained, encoder=nn.Identity()),
+        pretrained=pretrained,
     )
 
 

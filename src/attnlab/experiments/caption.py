@@ -67,7 +67,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from attnlab.data.bleu import reference_bleu
 from attnlab.data.fashion_mnist import load_fashion_mnist
@@ -123,7 +123,8 @@ class CaptionConfig(ImageTraining, WorldSettings):
         weight_decay: AdamW's decoupled weight decay (not on biases and norms).
         val_size: validation scenes (held-out training items); greedy BLEU-4 on them
             picks the best epoch.
-        augment: random 2-pixel shifts of training scenes (never flips).
+        augment: random 2-pixel shifts of training scenes (never flips); only with
+            --pretrain-share 0 (precomputed grids are never shifted).
         widths: channels of the CNN encoder's stages (a 2x2 pool between stages).
         embedding_dim: word embedding size m.
         hidden_size: LSTM size n.
@@ -199,7 +200,7 @@ def prepare(cfg: CaptionConfig) -> CaptionData:
     pretrained, grids = frozen_grids(
         trunk, worlds, data.prepare, seconds=seconds, seed=cfg.world_seed
     )
-    return replace(data, grids=grids, pretrained=replace(pretrained, encoder=nn.Identity()))
+    return replace(data, grids=grids, pretrained=pretrained)
 
 
 def _runs(cfg: CaptionConfig) -> int:

@@ -134,7 +134,8 @@ class VQAConfig(ImageTraining, WorldSettings):
             name each grid cell's object (class and colour) on the training scenes; the
             models then read its frozen grid with cell coordinates appended
             (:mod:`~attnlab.experiments._scene_features`). 0: each model trains its own
-            CNN from the answers (shifted images when augment).
+            CNN from the answers (shifted images when augment; precomputed grids are
+            never shifted).
     """
 
     models: tuple[str, ...] = tuple(MODELS)
