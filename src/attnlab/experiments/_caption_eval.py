@@ -182,7 +182,8 @@ def decode(
 ) -> list[Hypothesis]:
     """Caption the first ``count`` scenes of ``split`` (``"val"``, ``"test"``; all if None)."""
     device = next(model.parameters()).device
-    n = len(getattr(data.worlds, split)) if count is None else count
+    n = len(getattr(data.worlds, split))
+    n = n if count is None else min(count, n)
     bos, eos = data.vocab.id(BOS), data.vocab.id(EOS)
     hyps: list[Hypothesis] = []
     for index in torch.arange(n).split(_DECODE_BATCH):
