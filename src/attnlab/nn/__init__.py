@@ -13,6 +13,7 @@ from attnlab.nn.hard import HardAttention, HardAttentionOutput, MovingAverageBas
 from attnlab.nn.hierarchical import HierarchicalAttention, SequenceEncoder
 from attnlab.nn.linear import LinearAttention
 from attnlab.nn.local import LocalAttention
+from attnlab.nn.lstmn import LSTMN
 from attnlab.nn.luong import LuongAttention
 from attnlab.nn.luong_scores import (
     LUONG_SCORES,
@@ -120,6 +121,7 @@ __all__ = [
     "HierarchicalAttention",
     "SequenceEncoder",
     "LocalAttention",
+    "LSTMN",
     "LuongAttention",
     "MECHANISMS",
     "MovingAverageBaseline",
