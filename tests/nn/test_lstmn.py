@@ -96,3 +96,35 @@ def test_bad_input_is_one_clear_line(x, lengths, error, match):
 def test_no_steps_gives_empty_outputs():
     out, weights = LSTMN(4, 6)(torch.randn(2, 0, 4), need_weights=True)
     assert out.shape == (2, 0, 6) and weights.shape == (2, 0, 1)
+
+
+def test_on_a_copy_task_the_last_step_attends_to_the_copied_word():
+    # Six words, each with its position; the last input asks for the word at position p.
+    # Seeds 0-2 gave 0.78-0.86 of the weight on that word's slot (uniform: 1/8).
+    torch.manual_seed(0)
+    vocab, steps = 8, 6
+    embed = torch.nn.Embedding(vocab + 1, 8)
+    reader, head = LSTMN(8 + steps, 32), torch.nn.Linear(32, vocab)
+    params = [*embed.parameters(), *reader.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+
+    def batch(n, generator):
+        words = torch.randint(0, vocab, (n, steps), generator=generator)
+        p = torch.randint(0, steps, (n,), generator=generator)
+        tokens = torch.cat([words, torch.full((n, 1), vocab)], 1)  # the query token
+        positions = torch.cat([torch.arange(steps).expand(n, steps), p[:, None]], 1)
+        x = torch.cat([embed(tokens), torch.nn.functional.one_hot(positions, steps)], -1)
+        return x.float(), p, words[torch.arange(n), p]
+
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        x, _, target = batch(64, generator)
+        loss = torch.nn.functional.cross_entropy(head(reader(x).context[:, -1]), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        x, p, target = batch(500, torch.Generator().manual_seed(99))
+        out, weights = reader(x, need_weights=True)
+    assert (head(out[:, -1]).argmax(-1) == target).float().mean() > 0.9
+    assert weights[torch.arange(500), -1, p + 1].mean() > 0.5  # four times uniform
