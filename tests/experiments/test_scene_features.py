@@ -1,5 +1,7 @@
 """The frozen pretrained grid encoder of the scene experiments: labels, pretraining, grids."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -76,6 +78,7 @@ def test_a_model_reads_precomputed_grids_through_the_identity_encoder():
 
 
 def test_the_budget_goes_to_pretraining_first_and_the_rest_to_the_runs():
-    pretrain, each = budget_split(10, 0.1, 4)
+    cfg = SimpleNamespace(budget_minutes=10, pretrain_share=0.1, models=("a", "b"), seeds=2)
+    pretrain, each = budget_split(cfg)
     assert pretrain == pytest.approx(60.0) and each == pytest.approx(600 * 0.75 / 4)
-    assert budget_split(10, 0.0, 4)[0] == 0
+    assert budget_split(SimpleNamespace(**{**vars(cfg), "pretrain_share": 0.0}))[0] == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,6 @@ from attnlab.nn._checks import as_positive, factory_kwargs
 from attnlab.vision._checks import check_image
 
 __all__ = [
-    "COORDINATES",
     "Pretrained",
     "PrecomputedGrid",
     "budget_split",
@@ -44,9 +44,6 @@ __all__ = [
     "grid_features",
     "pretrain_grid_encoder",
 ]
-
-COORDINATES = 2
-"""Channels :func:`grid_features` appends to the encoder's: the cell centre's x and y."""
 
 _BATCH = 250
 
@@ -165,9 +162,9 @@ def pretrain_grid_encoder(
     input. The head is thrown away afterwards.
     """
     torch.manual_seed(seed)
+    with torch.no_grad():  # in eval mode, so the probe leaves batch-norm statistics alone
+        probe = encoder.eval()(prepare(train.images[:1]))
     encoder.train()
-    with torch.no_grad():
-        probe = encoder(prepare(train.images[:1]))
     channels, cells = probe.shape[1], probe.shape[-1]
     n_classes, n_colours = len(train.class_names) + 1, len(COLOURS) + 1
     head = nn.Conv2d(channels, n_classes + n_colours, 1)
@@ -240,15 +237,19 @@ def check_pretrain_share(cfg: object) -> None:
         )
 
 
-def budget_split(budget_minutes: float, pretrain_share: float, runs: int) -> tuple[float, float]:
-    """Seconds of encoder pretraining, and of training for each of ``runs`` (model, seed).
+def budget_split(cfg: Any) -> tuple[float, float]:
+    """Seconds of encoder pretraining, and of training for each (model, seed) of ``cfg``.
+
+    ``cfg`` has ``budget_minutes``, ``pretrain_share``, ``models`` and ``seeds``.
 
     Example:
-        >>> [round(seconds, 6) for seconds in budget_split(30, 0.05, 9)]
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(budget_minutes=30, pretrain_share=0.05, models="abc", seeds=3)
+        >>> [round(seconds, 6) for seconds in budget_split(cfg)]
         [90.0, 160.0]
     """
-    total = budget_minutes * 60
-    return total * pretrain_share, total * (TRAINING_SHARE - pretrain_share) / runs
+    total, runs = cfg.budget_minutes * 60, len(cfg.models) * cfg.seeds
+    return total * cfg.pretrain_share, total * (TRAINING_SHARE - cfg.pretrain_share) / runs
 
 
 def frozen_grids(

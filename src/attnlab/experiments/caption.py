@@ -193,7 +193,7 @@ def prepare(cfg: CaptionConfig) -> CaptionData:
     held = len(train) // 6
     items = (len(train) - held, held, len(test))
     data = CaptionData.build(worlds, scene_vocab(), items, max_len=cfg.max_len)
-    seconds, _ = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
+    seconds, _ = budget_split(cfg)
     if not seconds:
         return data
     trunk = default_trunk(3, cfg.widths, factory_kwargs(None, None))
@@ -201,10 +201,6 @@ def prepare(cfg: CaptionConfig) -> CaptionData:
         trunk, worlds, data.prepare, seconds=seconds, seed=cfg.world_seed
     )
     return replace(data, grids=grids, pretrained=pretrained)
-
-
-def _runs(cfg: CaptionConfig) -> int:
-    return len(cfg.models) * cfg.seeds
 
 
 def build(cfg: CaptionConfig, name: str, vocab_size: int, grid: int = 0) -> ShowAttendTell:
@@ -234,7 +230,7 @@ def _fit(
 ) -> Fitted:
     """Teacher-forced training under the budget; the best epoch by greedy validation BLEU-4."""
     device = next(model.parameters()).device
-    _, budget = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
+    _, budget = budget_split(cfg)
     val = data.worlds.val
 
     def step(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Any]]:
@@ -369,7 +365,7 @@ def _report(cfg: CaptionConfig, outcome: Outcome[CaptionData], run_dir: RunDir) 
     data, results = outcome.data, outcome.results
     assert data is not None
     w, items = data.worlds, data.items
-    _, budget = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
+    _, budget = budget_split(cfg)
     refs = sum(len(c) for c in w.test.captions) / len(w.test)
     lines = [
         "",

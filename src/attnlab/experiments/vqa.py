@@ -160,7 +160,7 @@ class VQAConfig(ImageTraining, WorldSettings):
 def prepare(cfg: VQAConfig) -> VQAData:
     """The train, validation and test scenes and their questions, from disjoint items."""
     sizes = (cfg.train_size, cfg.val_size, cfg.test_size)
-    seconds, _ = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
+    seconds, _ = budget_split(cfg)
     return load_scenes(
         sizes,
         seed=cfg.world_seed,
@@ -170,10 +170,6 @@ def prepare(cfg: VQAConfig) -> VQAData:
         encoder=ConvGridEncoder(3, widths=cfg.widths) if seconds else None,
         pretrain_seconds=seconds,
     )
-
-
-def _runs(cfg: VQAConfig) -> int:
-    return len(cfg.models) * cfg.seeds
 
 
 def build(cfg: VQAConfig, name: str, grid: int = 0) -> StackedAttentionNetwork:
@@ -320,7 +316,7 @@ def train_one(cfg: VQAConfig, data: VQAData, name: str, seed: int, run: RunDir) 
     seed_everything(seed)
     grid = 0 if data.train.grids is None else data.train.grids.shape[1]
     model = build(cfg, name, grid).to(cfg.torch_device())
-    _, budget = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
+    _, budget = budget_split(cfg)
     fitted = _fit(
         cfg,
         model,
@@ -369,7 +365,7 @@ def run(cfg: VQAConfig, run_dir: RunDir) -> Outcome[VQAData]:
 
 def _report(cfg: VQAConfig, outcome: Outcome[VQAData], run_dir: RunDir) -> str:
     page = (run_dir.path / PAGE).is_file()
-    _, budget = budget_split(cfg.budget_minutes, cfg.pretrain_share, _runs(cfg))
+    _, budget = budget_split(cfg)
     return report(cfg, outcome, budget=budget, page=page)
 
 
